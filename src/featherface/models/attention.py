@@ -1,0 +1,74 @@
+"""CBAM attention (channel gate + spatial gate) and the weight-shared variant used by V2."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ChannelGate(nn.Module):
+    """Channel attention: a shared MLP over global average- and max-pooled features.
+
+    ``(B, C, H, W) → (B, C, H, W)``, each channel scaled by ``sigmoid(mlp(avg) + mlp(max))``.
+    """
+
+    def __init__(self, channels: int, hidden: int, bias: bool = True) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(channels, hidden, bias=bias)
+        self.fc2 = nn.Linear(hidden, channels, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.stack((x.mean(dim=(2, 3)), x.amax(dim=(2, 3))))  # (2, B, C)
+        logits = self.fc2(F.relu(self.fc1(pooled))).sum(dim=0)
+        return x * torch.sigmoid(logits)[:, :, None, None]
+
+
+class SpatialGate(nn.Module):
+    """Spatial attention: 7×7 conv + BN over the channel-wise max and mean maps.
+
+    ``(B, C, H, W) → (B, C, H, W)``, each position scaled by a sigmoid gate.
+    """
+
+    def __init__(self, kernel_size: int = 7) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+        self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        compressed = torch.cat((x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)), dim=1)
+        return x * torch.sigmoid(self.bn(self.conv(compressed)))
+
+
+class CBAM(nn.Module):
+    """Convolutional Block Attention Module: channel gate then spatial gate."""
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        self.channel_gate = ChannelGate(channels, channels // reduction)
+        self.spatial_gate = SpatialGate()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.spatial_gate(self.channel_gate(x))
+
+
+class SharedCBAM(nn.Module):
+    """CBAM_Plus: one bias-free channel gate per level and one spatial gate shared by all.
+
+    Takes and returns a list of feature maps, one per pyramid level.
+    """
+
+    def __init__(self, channels: tuple[int, ...], reduction: int = 32, min_hidden: int = 4) -> None:
+        super().__init__()
+        self.channel_gates = nn.ModuleList(
+            ChannelGate(c, max(c // reduction, min_hidden), bias=False) for c in channels
+        )
+        self.spatial_gate = SpatialGate()
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [self.spatial_gate(gate(x)) for gate, x in zip(self.channel_gates, features)]
+
+
+def residual_relu(attended: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``relu(attended + x)``: how FeatherFace wraps every attention block."""
+    return F.relu(attended + x)

@@ -1,0 +1,129 @@
+"""BiFPN cells (EfficientDet's bidirectional pyramid with fast normalised fusion) on P3–P5."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def max_pool_same(x: torch.Tensor) -> torch.Tensor:
+    """3×3 stride-2 max pool with TensorFlow "same" zero padding: ``(H, W) → ceil(H/2), ceil(W/2)``."""
+    height, width = x.shape[-2:]
+    pad_h, pad_w = 2 - (height + 1) % 2, 2 - (width + 1) % 2
+    return F.max_pool2d(F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)), 3, 2)
+
+
+def upsample_to(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour resize of ``x`` to the spatial size of ``reference``."""
+    return F.interpolate(x, size=reference.shape[-2:], mode="nearest")
+
+
+class SeparableConv(nn.Module):
+    """EfficientDet separable conv: 3×3 depthwise (no bias) → 1×1 pointwise (bias) → BN."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+        self.pointwise = nn.Conv2d(channels, channels, 1)
+        self.bn = nn.BatchNorm2d(channels, momentum=0.01, eps=1e-3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.pointwise(self.depthwise(x)))
+
+
+class LightSeparableConv(nn.Module):
+    """Depthwise-separable conv with a BN + ReLU between the two halves and no biases."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.pointwise = nn.Conv2d(channels, channels, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn2(self.pointwise(F.relu(self.bn1(self.depthwise(x)))))
+
+
+def lateral(in_channels: int, out_channels: int, bias: bool = True) -> nn.Sequential:
+    """1×1 conv + BN that brings a backbone level to the pyramid width."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 1, bias=bias),
+        nn.BatchNorm2d(out_channels, momentum=0.01, eps=1e-3),
+    )
+
+
+class BiFPNCell(nn.Module):
+    """One BiFPN cell over three levels (strides 8, 16, 32).
+
+    Top-down: ``P4_td = conv(swish(w·[P4, up(P5)]))``, ``P3_out = conv(swish(w·[P3, up(P4_td)]))``;
+    bottom-up: ``P4_out = conv(swish(w·[P4, P4_td, down(P3_out)]))``,
+    ``P5_out = conv(swish(w·[P5, down(P4_out)]))``, with fast normalised fusion
+    ``w = relu(w) / (sum(relu(w)) + 1e-4)``.
+
+    Args:
+        channels: pyramid width.
+        in_channels: backbone widths for the first cell (adds 1×1 laterals); ``None`` for later cells.
+        conv_block: builds the conv applied after each fusion.
+        bottom_up_laterals: the first cell feeds the bottom-up path through a second set of
+            P4/P5 laterals (EfficientDet / FeatherFace V1) instead of reusing the top-down ones.
+        p5_weight_slots: length of the P5 fusion-weight vector. FeatherFace V1 stores 3 and fuses
+            with the first 2 (all 3 enter the normalisation); 2 is the clean form.
+        lateral_bias: whether the 1×1 laterals have a bias.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        in_channels: tuple[int, int, int] | None = None,
+        conv_block: Callable[[int], nn.Module] = SeparableConv,
+        bottom_up_laterals: bool = True,
+        p5_weight_slots: int = 2,
+        lateral_bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.epsilon = 1e-4
+        self.conv4_up = conv_block(channels)
+        self.conv3_up = conv_block(channels)
+        self.conv4_down = conv_block(channels)
+        self.conv5_down = conv_block(channels)
+        self.first = in_channels is not None
+        self.bottom_up_laterals = self.first and bottom_up_laterals
+        if in_channels is not None:
+            self.lateral_p3 = lateral(in_channels[0], channels, lateral_bias)
+            self.lateral_p4 = lateral(in_channels[1], channels, lateral_bias)
+            self.lateral_p5 = lateral(in_channels[2], channels, lateral_bias)
+            if self.bottom_up_laterals:
+                self.lateral_p4_bottom_up = lateral(in_channels[1], channels, lateral_bias)
+                self.lateral_p5_bottom_up = lateral(in_channels[2], channels, lateral_bias)
+        self.p4_w1 = nn.Parameter(torch.ones(2))
+        self.p3_w1 = nn.Parameter(torch.ones(2))
+        self.p4_w2 = nn.Parameter(torch.ones(3))
+        self.p5_w2 = nn.Parameter(torch.ones(p5_weight_slots))
+
+    def _weights(self, raw: torch.Tensor) -> torch.Tensor:
+        raw = F.relu(raw)
+        return raw / (raw.sum() + self.epsilon)
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        p3, p4, p5 = features
+        if self.first:
+            p3_in, p4_in, p5_in = self.lateral_p3(p3), self.lateral_p4(p4), self.lateral_p5(p5)
+        else:
+            p3_in, p4_in, p5_in = p3, p4, p5
+
+        w = self._weights(self.p4_w1)
+        p4_td = self.conv4_up(F.silu(w[0] * p4_in + w[1] * upsample_to(p5_in, p4_in)))
+        w = self._weights(self.p3_w1)
+        p3_out = self.conv3_up(F.silu(w[0] * p3_in + w[1] * upsample_to(p4_td, p3_in)))
+
+        if self.bottom_up_laterals:
+            p4_in, p5_in = self.lateral_p4_bottom_up(p4), self.lateral_p5_bottom_up(p5)
+        w = self._weights(self.p4_w2)
+        p4_out = self.conv4_down(F.silu(w[0] * p4_in + w[1] * p4_td + w[2] * max_pool_same(p3_out)))
+        w = self._weights(self.p5_w2)
+        p5_out = self.conv5_down(F.silu(w[0] * p5_in + w[1] * max_pool_same(p4_out)))
+        return [p3_out, p4_out, p5_out]
