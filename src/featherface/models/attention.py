@@ -6,6 +6,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from featherface.models.padding import active_region
+
+
+def global_pools(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global average and max over the valid (unpadded) region: ``(B, C, H, W) → 2 × (B, C)``."""
+    region = active_region()
+    if region is None:
+        return x.mean(dim=(2, 3)), x.amax(dim=(2, 3))
+    mask = region.mask(x.shape[-2], x.shape[-1], x.device, x.dtype)
+    mean = (x * mask).sum(dim=(2, 3)) / mask.sum(dim=(2, 3))
+    return mean, x.masked_fill(mask == 0, float("-inf")).amax(dim=(2, 3))
+
 
 class ChannelGate(nn.Module):
     """Channel attention: a shared MLP over global average- and max-pooled features.
@@ -19,7 +31,7 @@ class ChannelGate(nn.Module):
         self.fc2 = nn.Linear(hidden, channels, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = torch.stack((x.mean(dim=(2, 3)), x.amax(dim=(2, 3))))  # (2, B, C)
+        pooled = torch.stack(global_pools(x))  # (2, B, C)
         logits = self.fc2(F.relu(self.fc1(pooled))).sum(dim=0)
         return x * torch.sigmoid(logits)[:, :, None, None]
 

@@ -8,12 +8,40 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from featherface.models.padding import active_region, mask_padding
+
+
+def _pool_with_leading_pad(x: torch.Tensor, top: int, left: int) -> torch.Tensor:
+    height, width = x.shape[-2:]
+    bottom = 2 * (-(-height // 2)) + 1 - height - top
+    right = 2 * (-(-width // 2)) + 1 - width - left
+    return F.max_pool2d(F.pad(x, (left, right, top, bottom)), 3, 2)
+
 
 def max_pool_same(x: torch.Tensor) -> torch.Tensor:
-    """3×3 stride-2 max pool with TensorFlow "same" zero padding: ``(H, W) → ceil(H/2), ceil(W/2)``."""
+    """3×3 stride-2 max pool with TensorFlow "same" zero padding: ``(H, W) → ceil(H/2), ceil(W/2)``.
+
+    "Same" padding puts the extra zero row/column at the start only for odd sizes. In a padded
+    batch (see :mod:`featherface.models.padding`) that parity is each image's own, so the pool is
+    taken per image with the alignment its unpadded size would have had.
+    """
     height, width = x.shape[-2:]
-    pad_h, pad_w = 2 - (height + 1) % 2, 2 - (width + 1) % 2
-    return F.max_pool2d(F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)), 3, 2)
+    region = active_region()
+    if region is None:
+        return _pool_with_leading_pad(x, height % 2, width % 2)
+    x = mask_padding(x)
+    odd = (region.valid_sizes(height, width) % 2).to(x.device)
+    pooled = None
+    for top in (0, 1):
+        for left in (0, 1):
+            chosen = (odd[:, 0] == top) & (odd[:, 1] == left)
+            if not bool(chosen.any()):
+                continue
+            candidate = _pool_with_leading_pad(x, top, left)
+            pooled = (
+                candidate if pooled is None else torch.where(chosen[:, None, None, None], candidate, pooled)
+            )
+    return pooled
 
 
 def upsample_to(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,9 @@ from featherface.models.attention import CBAM, SharedCBAM, residual_relu
 from featherface.models.backbone import MobileNetV1
 from featherface.models.bifpn import BiFPNCell, LightSeparableConv, SeparableConv
 from featherface.models.context import deformable_ssh, grouped_ssh, light_shuffle_block, shuffle_block
+from featherface.models.deform import DeformConv2d
 from featherface.models.heads import SharedHead, flatten_level
+from featherface.models.padding import install_padding_hooks
 from featherface.models.registry import ModelCfg, WeightsCfg, register_model
 
 NUM_LEVELS = 3
@@ -87,6 +89,7 @@ class FeatherFace(nn.Module):
         self.context = context
         self.shuffle = shuffle
         self.heads = heads
+        install_padding_hooks(self, spatial_modules=(DeformConv2d,))
 
     def forward_neck(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Pyramid features after the neck attention: three ``(B, C, H/s, W/s)`` maps."""
