@@ -24,7 +24,9 @@ def create_model(
             copy shipped in the package, else the Hugging Face cache, else a download of the
             pinned revision; the sha256 is verified first.
         checkpoint_path: load this file instead (``.safetensors``, or a legacy ``.pth``
-            converted through the documented key mapping). Takes precedence over ``pretrained``.
+            converted through the documented key mapping), or the output folder of a training
+            run (its ``model.safetensors``; the ``arch`` in its ``config.json`` must match).
+            Takes precedence over ``pretrained``.
         kwargs: forwarded to the architecture builder.
 
     Returns:

@@ -26,6 +26,9 @@ from featherface.version import __version__
 PROFILER_SUFFIXES = ("total_ops", "total_params")
 LEGACY_SUFFIXES = (".pth", ".pt", ".tar", ".ckpt", ".bin")
 METADATA_KEY = "featherface"
+#: A training run's export folder: these two files (see ``featherface.training``).
+EXPORT_WEIGHTS_FILE = "model.safetensors"
+EXPORT_CONFIG_FILE = "config.json"
 
 
 class WeightsError(RuntimeError):
@@ -130,9 +133,31 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
     model.load_state_dict(state_dict, strict=True)
 
 
+def read_export(folder: str | os.PathLike, model_cfg: ModelCfg) -> dict[str, torch.Tensor]:
+    """Tensors of an export folder (``model.safetensors`` + ``config.json``) after checking its ``arch``."""
+    folder = Path(folder)
+    weights = folder / EXPORT_WEIGHTS_FILE
+    if not weights.is_file():
+        raise WeightsError(
+            f"{folder} is a folder without {EXPORT_WEIGHTS_FILE}; pass a weights file or the output "
+            "folder of `featherface train` / `featherface distill`"
+        )
+    config = folder / EXPORT_CONFIG_FILE
+    arch = json.loads(config.read_text()).get("arch") if config.is_file() else None
+    if arch is not None and arch != model_cfg.arch:
+        raise WeightsError(
+            f"{folder} holds {arch} weights, not {model_cfg.arch}: "
+            f"use create_model({arch!r}, checkpoint_path=...)"
+        )
+    return read_weights(weights, model_cfg)
+
+
 def read_weights(path: str | os.PathLike, model_cfg: ModelCfg) -> dict[str, torch.Tensor]:
-    """Tensors from a ``.safetensors`` file, or a legacy checkpoint converted for ``model_cfg``."""
+    """Tensors from a ``.safetensors`` file, an export folder (:func:`read_export`), or a legacy
+    checkpoint converted for ``model_cfg``."""
     path = Path(path)
+    if path.is_dir():
+        return read_export(path, model_cfg)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":

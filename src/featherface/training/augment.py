@@ -1,0 +1,174 @@
+"""Per-image augmentation that moves boxes and landmarks with the pixels.
+
+Coordinates are continuous pixels: pixel ``i`` covers ``[i, i + 1)``, so a horizontal flip maps
+``x → W − x`` and a resize by ``s`` maps ``x → s·x``. Every random choice comes from the ``rng``
+argument, so a transform is reproducible from its seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import cv2
+import numpy as np
+
+from featherface.training.data import Sample
+
+#: Side of the square crop as a fraction of the image's short side (RetinaFace).
+CROP_SCALES = (0.3, 0.45, 0.6, 0.8, 1.0)
+#: Landmark order after a horizontal flip: the eyes and the mouth corners swap sides.
+FLIP_LANDMARK_ORDER = (1, 0, 2, 4, 3)
+INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_NEAREST, cv2.INTER_LANCZOS4)
+MEAN_BGR = (104, 117, 123)
+
+
+def crop(sample: Sample, x0: int, y0: int, side: int) -> Sample:
+    """Cut the square ``[x0, x0 + side) × [y0, y0 + side)``.
+
+    Faces whose box centre falls outside are dropped; the others are clipped to the square and
+    shifted with their landmarks.
+    """
+    boxes = sample.boxes
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    inside = (
+        (centres[:, 0] >= x0)
+        & (centres[:, 0] < x0 + side)
+        & (centres[:, 1] >= y0)
+        & (centres[:, 1] < y0 + side)
+    )
+    kept = sample.with_faces(inside)
+    offset = np.array([x0, y0], np.float32)
+    new_boxes = np.clip(kept.boxes - np.tile(offset, 2), 0, side).astype(np.float32)
+    image = np.ascontiguousarray(sample.image[y0 : y0 + side, x0 : x0 + side])
+    return replace(kept, image=image, boxes=new_boxes, landmarks=(kept.landmarks - offset).astype(np.float32))
+
+
+def random_square_crop(
+    sample: Sample, rng: np.random.Generator, scales: tuple[float, ...] = CROP_SCALES, max_tries: int = 250
+) -> Sample:
+    """RetinaFace's random square crop: side = scale · short side, for a scale drawn from ``scales``.
+
+    A crop is accepted when at least one face lies entirely inside it (any crop for an image
+    without faces); faces whose centre leaves the crop are dropped. After ``max_tries`` failures
+    the sample is returned uncropped.
+    """
+    height, width = sample.image.shape[:2]
+    short = min(height, width)
+    boxes = sample.boxes
+    for _ in range(max_tries):
+        side = max(1, int(float(rng.choice(scales)) * short))
+        x0 = int(rng.integers(0, width - side + 1))
+        y0 = int(rng.integers(0, height - side + 1))
+        if len(boxes):
+            whole = (
+                (boxes[:, 0] >= x0)
+                & (boxes[:, 1] >= y0)
+                & (boxes[:, 2] <= x0 + side)
+                & (boxes[:, 3] <= y0 + side)
+            )
+            if not whole.any():
+                continue
+        return crop(sample, x0, y0, side)
+    return sample
+
+
+def pad_to_square(sample: Sample, fill: tuple[int, int, int] = MEAN_BGR) -> Sample:
+    """Pad right and bottom with ``fill`` to a square; coordinates do not move."""
+    height, width = sample.image.shape[:2]
+    side = max(height, width)
+    if height == width:
+        return sample
+    image = np.empty((side, side, 3), np.uint8)
+    image[...] = np.asarray(fill, np.uint8)
+    image[:height, :width] = sample.image
+    return replace(sample, image=image)
+
+
+def photometric_distort(sample: Sample, rng: np.random.Generator) -> Sample:
+    """Random brightness (±32), contrast (×0.5–1.5), saturation (×0.5–1.5) and hue (±18°·2), each with
+    probability ½, contrast either first or last (RetinaFace). Geometry is unchanged."""
+    image = sample.image.astype(np.float32)
+    if rng.random() < 0.5:
+        image += rng.uniform(-32, 32)
+    contrast_first = rng.random() < 0.5
+    if contrast_first and rng.random() < 0.5:
+        image *= rng.uniform(0.5, 1.5)
+    hsv = cv2.cvtColor(np.clip(image, 0, 255).astype(np.uint8), cv2.COLOR_BGR2HSV).astype(np.float32)
+    if rng.random() < 0.5:
+        hsv[..., 1] *= rng.uniform(0.5, 1.5)
+    if rng.random() < 0.5:
+        hsv[..., 0] = (hsv[..., 0] + rng.integers(-18, 19)) % 180
+    image = cv2.cvtColor(np.clip(hsv, 0, [179, 255, 255]).astype(np.uint8), cv2.COLOR_HSV2BGR).astype(
+        np.float32
+    )
+    if not contrast_first and rng.random() < 0.5:
+        image *= rng.uniform(0.5, 1.5)
+    return replace(sample, image=np.clip(image, 0, 255).astype(np.uint8))
+
+
+def horizontal_flip(sample: Sample) -> Sample:
+    """Mirror left–right: ``x → W − x`` for boxes and landmarks, and swap left/right landmarks."""
+    width = sample.image.shape[1]
+    boxes = sample.boxes.copy()
+    boxes[:, [0, 2]] = width - sample.boxes[:, [2, 0]]
+    landmarks = sample.landmarks[:, FLIP_LANDMARK_ORDER].copy()
+    landmarks[..., 0] = width - landmarks[..., 0]
+    image = np.ascontiguousarray(sample.image[:, ::-1])
+    return replace(sample, image=image, boxes=boxes, landmarks=landmarks)
+
+
+def resize(sample: Sample, size: int, interpolation: int = cv2.INTER_LINEAR) -> Sample:
+    """Resize to ``size × size`` (the sample should be square); coordinates scale with the pixels."""
+    height, width = sample.image.shape[:2]
+    scale = np.array([size / width, size / height], np.float32)
+    image = cv2.resize(sample.image, (size, size), interpolation=interpolation)
+    return replace(
+        sample, image=image, boxes=sample.boxes * np.tile(scale, 2), landmarks=sample.landmarks * scale
+    )
+
+
+class TrainAugment:
+    """The RetinaFace training pipeline: random square crop → photometric distortion → horizontal
+    flip → pad to square (if no crop fitted) → resize to ``image_size`` with a random interpolation.
+
+    Faces smaller than ``min_face`` pixels (either side) at the training size are dropped.
+    """
+
+    def __init__(
+        self,
+        image_size: int,
+        *,
+        crop: bool = True,
+        distort: bool = True,
+        flip: float = 0.5,
+        min_face: float = 1.0,
+    ) -> None:
+        if image_size < 32:
+            raise ValueError(f"image_size must be at least 32 pixels, got {image_size}")
+        self.image_size = image_size
+        self.crop = crop
+        self.distort = distort
+        self.flip = flip
+        self.min_face = min_face
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if self.crop:
+            sample = random_square_crop(sample, rng)
+        if self.distort:
+            sample = photometric_distort(sample, rng)
+        if rng.random() < self.flip:
+            sample = horizontal_flip(sample)
+        sample = pad_to_square(sample)
+        sample = resize(sample, self.image_size, int(rng.choice(INTERPOLATIONS)))
+        sizes = sample.boxes[:, 2:] - sample.boxes[:, :2]
+        return sample.with_faces((sizes >= self.min_face).all(axis=1))
+
+
+class PadResize:
+    """No augmentation: pad to square and resize to ``image_size`` (for plain or validation runs)."""
+
+    def __init__(self, image_size: int) -> None:
+        self.image_size = image_size
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        return resize(pad_to_square(sample), self.image_size)

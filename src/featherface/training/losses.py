@@ -1,0 +1,152 @@
+"""Losses: the RetinaFace MultiBox loss and the distillation terms, combined by named weights.
+
+Terms (each a scalar, logged under its name):
+
+- ``loc``: smooth-L1 on encoded boxes of positive priors, summed, divided by the positives.
+- ``cls``: cross-entropy on positives and hard negatives (``neg_pos_ratio`` per positive), divided
+  by the positives.
+- ``landm``: smooth-L1 on encoded landmarks of positives whose face has landmarks, divided by them.
+- ``kd_cls``: KL(teacher ‖ student) of class distributions softened by ``T``, times ``T²``, mean
+  over priors.
+- ``kd_box`` / ``kd_landm``: smooth-L1 between student and teacher regression outputs on the
+  priors the teacher scores at least ``teacher_conf_threshold``, divided by their number.
+- ``kd_feat``: mean squared error between the student's neck features through 1×1 adapters and
+  the teacher's, averaged over levels.
+
+The total is ``Σ w·term`` over the ground-truth terms when training, and
+``(1 − alpha)·Σ_gt + alpha·Σ_kd`` when distilling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from featherface.training.matching import EncodedTargets
+
+ModelOutput = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+GT_TERMS = ("loc", "cls", "landm")
+KD_TERMS = ("kd_cls", "kd_box", "kd_landm", "kd_feat")
+LOSS_TERMS = GT_TERMS + KD_TERMS
+#: RetinaFace weighs boxes twice; feature distillation is off unless given a weight.
+DEFAULT_LOSS_WEIGHTS: Mapping[str, float] = {
+    "loc": 2.0,
+    "cls": 1.0,
+    "landm": 1.0,
+    "kd_cls": 1.0,
+    "kd_box": 1.0,
+    "kd_landm": 1.0,
+    "kd_feat": 0.0,
+}
+
+
+def resolve_loss_weights(overrides: Mapping[str, float] | None = None) -> dict[str, float]:
+    """The default weights updated by ``overrides``; unknown names raise ``ValueError``."""
+    weights = dict(DEFAULT_LOSS_WEIGHTS)
+    unknown = sorted(set(overrides or {}) - set(LOSS_TERMS))
+    if unknown:
+        raise ValueError(f"unknown loss terms {unknown}; the terms are {list(LOSS_TERMS)}")
+    weights.update({k: float(v) for k, v in (overrides or {}).items()})
+    negative = sorted(k for k, v in weights.items() if v < 0)
+    if negative:
+        raise ValueError(f"loss weights must be non-negative, got {negative}")
+    return weights
+
+
+def hard_negative_mask(
+    loss: torch.Tensor, positive: torch.Tensor, neg_pos_ratio: float = 3.0
+) -> torch.Tensor:
+    """The hardest negatives of each image: ``neg_pos_ratio × positives`` priors with the highest
+    background ``loss (B, P)`` among non-positives (ties broken by prior order). Returns ``(B, P)`` bool."""
+    num_priors = loss.shape[1]
+    ranked = loss.detach().masked_fill(positive, float("-inf"))
+    rank = torch.sort(ranked, dim=1, descending=True, stable=True).indices.argsort(dim=1)
+    num_pos = positive.sum(dim=1, keepdim=True)
+    num_neg = torch.clamp((neg_pos_ratio * num_pos).long(), max=num_priors - num_pos)
+    return (rank < num_neg) & ~positive
+
+
+def multibox_loss(
+    outputs: ModelOutput, targets: EncodedTargets, neg_pos_ratio: float = 3.0
+) -> dict[str, torch.Tensor]:
+    """``loc``, ``cls`` and ``landm`` terms for outputs ``(B, P, 4)``, ``(B, P, 2)``, ``(B, P, 10)``."""
+    loc, conf, landms = outputs
+    positive = targets.labels > 0
+    num_pos = positive.sum().clamp(min=1)
+    loc_loss = F.smooth_l1_loss(loc[positive], targets.boxes[positive], reduction="sum") / num_pos
+    has = targets.landmark_mask
+    landm_loss = F.smooth_l1_loss(landms[has], targets.landmarks[has], reduction="sum") / has.sum().clamp(
+        min=1
+    )
+    ce = F.cross_entropy(conf.reshape(-1, conf.shape[-1]), targets.labels.reshape(-1), reduction="none")
+    ce = ce.view_as(targets.labels)
+    selected = positive | hard_negative_mask(ce, positive, neg_pos_ratio)
+    cls_loss = ce[selected].sum() / num_pos
+    return {"loc": loc_loss, "cls": cls_loss, "landm": landm_loss}
+
+
+def kd_class_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """``T² · KL(softmax(t/T) ‖ softmax(s/T))`` summed over classes, mean over all other positions."""
+    log_student = F.log_softmax(student_logits / temperature, dim=-1)
+    log_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
+    kl = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=-1)
+    return kl.mean() * temperature**2
+
+
+def kd_regression_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Smooth-L1 between ``(B, P, k)`` student and teacher outputs on priors ``mask (B, P)``, per prior."""
+    return F.smooth_l1_loss(student[mask], teacher[mask], reduction="sum") / mask.sum().clamp(min=1)
+
+
+def feature_loss(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Mean over levels of the MSE between adapted student and teacher feature maps of equal shape."""
+    return torch.stack([F.mse_loss(s, t) for s, t in zip(student, teacher)]).mean()
+
+
+@dataclass
+class DetectionObjective:
+    """Computes every loss term and their weighted total (see the module docstring).
+
+    ``alpha`` weighs distillation against ground truth and ``temperature`` softens the class
+    distributions; both only matter when a teacher output is given.
+    """
+
+    weights: dict[str, float] = field(default_factory=resolve_loss_weights)
+    alpha: float = 0.7
+    temperature: float = 4.0
+    teacher_conf_threshold: float = 0.5
+    neg_pos_ratio: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+
+    def __call__(
+        self,
+        student: ModelOutput,
+        targets: EncodedTargets,
+        teacher: ModelOutput | None = None,
+        features: tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Terms and ``loss`` (the total). ``features`` is ``(adapted student, teacher)`` neck maps."""
+        terms = multibox_loss(student, targets, self.neg_pos_ratio)
+        total = sum(self.weights[k] * terms[k] for k in GT_TERMS)
+        if teacher is not None:
+            confident = torch.softmax(teacher[1], dim=-1)[..., 1] >= self.teacher_conf_threshold
+            terms["kd_cls"] = kd_class_loss(student[1], teacher[1], self.temperature)
+            terms["kd_box"] = kd_regression_loss(student[0], teacher[0], confident)
+            terms["kd_landm"] = kd_regression_loss(student[2], teacher[2], confident)
+            if features is not None:
+                terms["kd_feat"] = feature_loss(*features)
+            kd_total = sum(self.weights[k] * terms[k] for k in KD_TERMS if k in terms)
+            total = (1.0 - self.alpha) * total + self.alpha * kd_total
+        terms["loss"] = total
+        return terms

@@ -1,0 +1,198 @@
+"""Augmentation moves boxes and landmarks with the pixels: a box and five landmarks are painted on a
+real photo, and after every transform the painted pixels are where the coordinates say."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from featherface.training.augment import (
+    FLIP_LANDMARK_ORDER,
+    PadResize,
+    TrainAugment,
+    crop,
+    horizontal_flip,
+    pad_to_square,
+    photometric_distort,
+    random_square_crop,
+    resize,
+)
+from featherface.training.data import Sample, Target, collate
+from featherface.training.mix import BatchMix, cutmix_pair, mixup_pair
+
+from .conftest import shared_path
+
+GREEN, FRAME = (0, 255, 0), (255, 0, 255)
+#: One colour per landmark (BGR): red, blue, yellow, cyan, white.
+POINT_COLOURS = np.array([(0, 0, 255), (255, 0, 0), (0, 255, 255), (255, 255, 0), (255, 255, 255)])
+BOX = (150, 100, 250, 200)
+POINTS = ((175, 130), (225, 130), (190, 155), (180, 180), (220, 180))  # nose left of centre
+
+
+def painted_sample(shift: int = 0) -> Sample:
+    """A real photo with a green face box in a magenta frame and five coloured 11×11 landmark dots."""
+    image = cv2.imread(str(shared_path("data", "dlib_faces", "2008_002470.jpg")))
+    x1, y1, x2, y2 = (v + shift for v in BOX)
+    cv2.rectangle(image, (x1 - 16, y1 - 16), (x2 + 15, y2 + 15), FRAME, thickness=-1)
+    image[y1:y2, x1:x2] = GREEN
+    for (px, py), colour in zip(POINTS, POINT_COLOURS):
+        image[py + shift - 5 : py + shift + 6, px + shift - 5 : px + shift + 6] = colour
+    points = np.array(POINTS, np.float32)[None] + shift + 0.5  # centres of the dots' middle pixels
+    return Sample(
+        image,
+        np.array([[x1, y1, x2, y2]], np.float32),
+        points,
+        np.array([True]),
+        True,
+        "painted",
+    )
+
+
+def close(pixel: np.ndarray, colour, tolerance: int = 40) -> bool:
+    return bool(np.abs(pixel.astype(int) - np.asarray(colour)).max() <= tolerance)
+
+
+def assert_faces_on_pixels(sample: Sample, point_order=tuple(range(5)), index: int = 0) -> None:
+    """The box of face ``index`` covers green and is framed by magenta; landmark k shows colour order[k]."""
+    x1, y1, x2, y2 = sample.boxes[index]
+    image = sample.image
+    height, width = image.shape[:2]
+    for x, y in ((x1 + 3, y1 + 3), (x2 - 3, y1 + 3), (x1 + 3, y2 - 3), (x2 - 3, y2 - 3)):
+        assert close(image[int(y), int(x)], GREEN), f"({x:.1f}, {y:.1f}) should be inside the green box"
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    for x, y in ((x1 - 3, cy), (x2 + 2.5, cy), (cx, y1 - 3), (cx, y2 + 2.5)):
+        if 0 <= x < width and 0 <= y < height:  # a crop may cut the frame away
+            assert close(image[int(y), int(x)], FRAME), f"({x:.1f}, {y:.1f}) should be on the box's frame"
+    for k, (x, y) in enumerate(sample.landmarks[index]):
+        expected = POINT_COLOURS[point_order[k]]
+        assert close(image[int(y), int(x)], expected), f"landmark {k} at ({x:.1f}, {y:.1f}) is off its dot"
+
+
+def test_the_painting_itself_is_consistent():
+    assert_faces_on_pixels(painted_sample())
+
+
+def test_crop_moves_faces_and_drops_those_whose_centre_leaves():
+    sample = painted_sample()
+    cropped = crop(sample, 120, 60, 200)
+    assert cropped.image.shape == (200, 200, 3)
+    np.testing.assert_array_equal(cropped.boxes, [[30, 40, 130, 140]])
+    assert_faces_on_pixels(cropped)
+    # the box centre (200, 150) is outside this crop: the face is dropped
+    assert len(crop(sample, 210, 0, 150).boxes) == 0
+    # partly outside but centre inside: the box is clipped to the crop
+    clipped = crop(sample, 180, 100, 150)
+    np.testing.assert_array_equal(clipped.boxes, [[0, 0, 70, 100]])
+
+
+def test_random_square_crop_keeps_the_face_whole_and_on_its_pixels():
+    sample = painted_sample()
+    sides = set()
+    for seed in range(20):
+        out = random_square_crop(sample, np.random.default_rng(seed))
+        height, width = out.image.shape[:2]
+        assert height == width and height in {int(s * 332) for s in (0.3, 0.45, 0.6, 0.8, 1.0)}
+        sides.add(height)
+        assert_faces_on_pixels(out)
+    assert len(sides) >= 3
+
+
+def test_flip_mirrors_and_swaps_left_and_right_landmarks():
+    flipped = horizontal_flip(painted_sample())
+    width = flipped.image.shape[1]
+    np.testing.assert_array_equal(flipped.boxes, [[width - 250, 100, width - 150, 200]])
+    assert FLIP_LANDMARK_ORDER == (1, 0, 2, 4, 3)
+    # landmark 0 (left eye) is now the mirrored right eye, which was painted blue
+    assert_faces_on_pixels(flipped, point_order=FLIP_LANDMARK_ORDER)
+    twice = horizontal_flip(flipped)
+    np.testing.assert_array_equal(twice.image, painted_sample().image)
+    np.testing.assert_allclose(twice.landmarks, painted_sample().landmarks)
+
+
+@pytest.mark.parametrize("size", [160, 320, 640])
+def test_pad_and_resize_scale_coordinates_with_the_pixels(size):
+    padded = pad_to_square(painted_sample())
+    assert padded.image.shape == (500, 500, 3)
+    assert_faces_on_pixels(padded)
+    resized = resize(padded, size)
+    np.testing.assert_allclose(resized.boxes, np.array([BOX], np.float32) * size / 500, rtol=1e-6)
+    assert_faces_on_pixels(resized)
+
+
+def test_photometric_distortion_changes_colours_not_geometry():
+    sample = painted_sample()
+    changed = 0
+    for seed in range(6):
+        out = photometric_distort(sample, np.random.default_rng(seed))
+        assert out.image.shape == sample.image.shape and out.image.dtype == np.uint8
+        np.testing.assert_array_equal(out.boxes, sample.boxes)
+        np.testing.assert_array_equal(out.landmarks, sample.landmarks)
+        changed += not np.array_equal(out.image, sample.image)
+    assert changed >= 4
+
+
+def test_training_pipeline_keeps_faces_on_their_pixels_for_many_seeds():
+    augment = TrainAugment(320, distort=False)
+    flips = 0
+    for seed in range(16):
+        out = augment(painted_sample(), np.random.default_rng(seed))
+        assert out.image.shape == (320, 320, 3) and len(out.boxes) == 1
+        box = out.boxes[0]
+        flipped = out.landmarks[0, 2, 0] > (box[0] + box[2]) / 2  # the painted nose is left of centre
+        flips += flipped
+        assert_faces_on_pixels(out, point_order=FLIP_LANDMARK_ORDER if flipped else tuple(range(5)))
+    assert 0 < flips < 16
+    again = augment(painted_sample(), np.random.default_rng(7))
+    np.testing.assert_array_equal(again.image, augment(painted_sample(), np.random.default_rng(7)).image)
+
+
+def _batch_of_two() -> tuple[torch.Tensor, list[Target], list[Sample]]:
+    samples = [PadResize(320)(painted_sample(shift), np.random.default_rng(0)) for shift in (0, 120)]
+    batch = collate(samples)
+    return batch.images.float(), batch.targets, samples
+
+
+def test_cutmix_pastes_the_partner_face_with_its_coordinates():
+    images, targets, _ = _batch_of_two()
+    # paste a region around the second image's face (its box is (270, 220, 370, 320) · 320/500)
+    region = (165, 130, 260, 230)
+    image, target = cutmix_pair(images[0], targets[0], images[1], targets[1], region)
+    torch.testing.assert_close(image[:, 130:230, 165:260], images[1][:, 130:230, 165:260])
+    torch.testing.assert_close(image[:, :, :165], images[0][:, :, :165])
+    # the first face (centre 128, 96) is outside the region and kept; the second one is pasted in
+    assert len(target.boxes) == 2
+    torch.testing.assert_close(target.boxes[1], targets[1].boxes[0])
+    mixed = Sample(
+        image.permute(1, 2, 0).numpy().astype(np.uint8),
+        target.boxes.numpy(),
+        target.landmarks.numpy(),
+        target.has_landmarks.numpy(),
+        True,
+        "",
+    )
+    assert_faces_on_pixels(mixed, index=0)
+    assert_faces_on_pixels(mixed, index=1)
+    # a region over the first face drops it (its centre is covered by the partner's pixels)
+    _, covered = cutmix_pair(images[0], targets[0], images[1], targets[1], (60, 40, 200, 160))
+    assert len(covered.boxes) == 0
+
+
+def test_mixup_blends_pixels_and_keeps_both_faces():
+    images, targets, _ = _batch_of_two()
+    image, target = mixup_pair(images[0], targets[0], images[1], targets[1], 0.3)
+    torch.testing.assert_close(image, 0.3 * images[0] + 0.7 * images[1])
+    torch.testing.assert_close(target.boxes, torch.cat((targets[0].boxes, targets[1].boxes)))
+    torch.testing.assert_close(target.landmarks, torch.cat((targets[0].landmarks, targets[1].landmarks)))
+
+
+def test_batch_mix_is_seeded_and_validates_probabilities():
+    images, targets, _ = _batch_of_two()
+    mix = BatchMix(mixup=0.5, cutmix=0.5)
+    first = mix(images, targets, np.random.default_rng(1))
+    second = mix(images, targets, np.random.default_rng(1))
+    torch.testing.assert_close(first[0], second[0])
+    assert not torch.equal(first[0], images)
+    with pytest.raises(ValueError, match="at most 1"):
+        BatchMix(mixup=0.7, cutmix=0.5)

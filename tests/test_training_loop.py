@@ -1,0 +1,170 @@
+"""The training loop: exact resume after an interruption, checkpoints, log, export, body init."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from featherface import create_model, featherface_v2
+from featherface.training import (
+    ImageFolderDataset,
+    LabeledFaceDataset,
+    TrainAugment,
+    distill,
+    load_body,
+    make_loader,
+    train,
+)
+from featherface.training.labels import read_retinaface_labels
+from featherface.training.logs import read_log
+
+from .conftest import shared_path
+
+IMAGE_SIZE = 128
+
+
+def small_labeled_set(count: int = 4, seed: int = 0) -> LabeledFaceDataset:
+    """The first ``count`` images of widerface_train1000 with the training augmentation."""
+    labels = read_retinaface_labels(shared_path("data", "widerface_train1000", "label.txt"))[:count]
+    return LabeledFaceDataset(labels, TrainAugment(IMAGE_SIZE), seed=seed)
+
+
+class Interrupted(RuntimeError):
+    """Raised by :class:`CrashingDataset` to simulate a crash."""
+
+
+class CrashingDataset(LabeledFaceDataset):
+    """Fails as soon as epoch ``crash_epoch`` asks for data, like a killed job."""
+
+    crash_epoch = 1
+
+    def __getitem__(self, index: int):
+        if self.epoch == self.crash_epoch:
+            raise Interrupted(f"simulated crash in epoch {self.epoch}")
+        return super().__getitem__(index)
+
+
+@pytest.fixture(scope="module")
+def teacher(v1_checkpoint):
+    return create_model("featherface_v1", checkpoint_path=v1_checkpoint)
+
+
+def _student() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return featherface_v2()
+
+
+def _distill(teacher, student, dataset, output_dir, resume=None):
+    """2 epochs × 2 steps with every random part of the loop switched on."""
+    return distill(
+        teacher,
+        student,
+        make_loader(dataset, 2, seed=5),
+        epochs=2,
+        ema=True,
+        output_dir=output_dir,
+        resume=resume,
+        loss_weights={"kd_feat": 1.0},
+        mixup=0.3,
+        cutmix=0.3,
+        dropblock=0.1,
+        progress=False,
+    )
+
+
+def test_two_steps_resume_two_steps_equals_four_steps(teacher, tmp_path):
+    straight = _student()
+    history = _distill(teacher, straight, small_labeled_set(), tmp_path / "straight")
+    assert [r["step"] for r in history] == [2, 4]
+
+    labels = small_labeled_set().labels
+    with pytest.raises(Interrupted):
+        _distill(teacher, _student(), CrashingDataset(labels, TrainAugment(IMAGE_SIZE)), tmp_path / "resumed")
+    checkpoint = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=True)
+    assert checkpoint["epoch"] == 1 and checkpoint["step"] == 2
+    assert not (tmp_path / "resumed" / "model.safetensors").exists()
+
+    resumed = featherface_v2()  # a different initialisation: everything comes from the checkpoint
+    resumed_history = _distill(teacher, resumed, small_labeled_set(), tmp_path / "resumed", resume=True)
+    for name, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+    assert [r["loss"] for r in resumed_history] == [r["loss"] for r in history]
+
+    def steps(folder):
+        return [
+            (r["epoch"], r["step"], r["loss"]) for r in read_log(folder / "log.jsonl") if r["kind"] == "step"
+        ]
+
+    assert steps(tmp_path / "resumed") == steps(tmp_path / "straight")
+    assert len(steps(tmp_path / "straight")) == 4
+
+
+def test_outputs_log_checkpoint_and_export(tmp_path):
+    model = _student()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    history = train(model, make_loader(small_labeled_set(), 2), epochs=1, output_dir=tmp_path, progress=False)
+    assert len(history) == 1 and history[0]["images"] == 4
+    record = history[0]
+    assert {"loc", "cls", "landm", "loss", "lr", "seconds", "images_per_s"} <= set(record)
+    assert record["loss"] == pytest.approx(2 * record["loc"] + record["cls"] + record["landm"], rel=1e-5)
+
+    log = read_log(tmp_path / "log.jsonl")
+    assert [r["kind"] for r in log] == ["step", "step", "epoch"]
+    assert all({"epoch", "step", "loss", "loc", "cls", "landm", "lr"} <= set(r) for r in log)
+    # warm-up of one epoch = 2 steps: lr 1e-3 · 1/2, then 1e-3 · 2/2
+    assert [r["lr"] for r in log[:2]] == pytest.approx([5e-4, 1e-3])
+
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "ema", "rng", "epoch", "history"} <= set(checkpoint)
+    assert checkpoint["rng"][0]["torch"].dtype == torch.uint8
+
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["arch"] == "featherface_v2" and config["epochs"] == 1
+    loaded = create_model("featherface_v2", checkpoint_path=tmp_path)
+    changed = 0
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
+        changed += not torch.equal(before[name], value)
+    assert changed > 100
+    assert not model.training
+    with pytest.raises(RuntimeError, match="holds featherface_v2 weights, not featherface_v1"):
+        create_model("featherface_v1", checkpoint_path=tmp_path)
+    with pytest.raises(RuntimeError, match=r"folder without model\.safetensors"):
+        create_model("featherface_v2", checkpoint_path=tmp_path / "checkpoints")
+
+
+def test_unlabelled_images_need_a_teacher():
+    dataset = ImageFolderDataset(shared_path("data", "dlib_faces"), TrainAugment(IMAGE_SIZE))
+    with pytest.raises(ValueError, match="unlabelled images, which only distillation can use"):
+        train(featherface_v2(), make_loader(dataset, 2), epochs=1, progress=False)
+
+
+def test_bad_settings_are_refused():
+    loader = make_loader(small_labeled_set(), 2)
+    with pytest.raises(ValueError, match="amp=True needs a CUDA device"):
+        train(featherface_v2(), loader, epochs=1, amp=True, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="epochs must be at least 1"):
+        train(featherface_v2(), loader, epochs=0)
+    with pytest.raises(ValueError, match="unknown loss terms"):
+        train(featherface_v2(), loader, epochs=1, loss_weights={"boxes": 1.0})
+    with pytest.raises(ValueError, match="resume=True needs output_dir"):
+        train(featherface_v2(), loader, epochs=1, resume=True, progress=False)
+
+
+def test_body_from_imagenet_checkpoint_and_from_teacher(teacher, tmp_path):
+    imagenet = shared_path("weights", "mobilenetv1_0.25_imagenet.tar")
+    state = torch.load(imagenet, map_location="cpu", weights_only=True)["state_dict"]
+    student = featherface_v2()
+    load_body(student, imagenet)
+    assert torch.equal(student.body.stage1[0][0].weight, state["module.stage1.0.0.weight"])
+    assert torch.equal(student.body.stage3[1][4].running_var, state["module.stage3.1.4.running_var"])
+    load_body(student, teacher)
+    for name, value in teacher.body.state_dict().items():
+        assert torch.equal(student.body.state_dict()[name], value), name
+    with pytest.raises(FileNotFoundError, match="do not exist"):
+        load_body(student, tmp_path / "missing.pth")
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "head_only.pth")
+    with pytest.raises(ValueError, match="no MobileNetV1 body weights"):
+        load_body(student, tmp_path / "head_only.pth")

@@ -1,0 +1,206 @@
+"""Prior matching, hard negative mining, the MultiBox loss and the distillation terms, by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from featherface.boxes import decode_boxes, decode_landmarks
+from featherface.priors import prior_boxes
+from featherface.training.data import Target
+from featherface.training.losses import (
+    DetectionObjective,
+    hard_negative_mask,
+    kd_class_loss,
+    kd_regression_loss,
+    multibox_loss,
+    resolve_loss_weights,
+)
+from featherface.training.matching import EncodedTargets, encode_targets, match_priors
+
+# four priors (cx, cy, w, h): three quadrants and a small centre one
+PRIORS = torch.tensor(
+    [
+        [0.25, 0.25, 0.5, 0.5],  # [0, 0, .5, .5]
+        [0.75, 0.25, 0.5, 0.5],  # [.5, 0, 1, .5]
+        [0.25, 0.75, 0.5, 0.5],  # [0, .5, .5, 1]
+        [0.5, 0.5, 0.2, 0.2],  # [.4, .4, .6, .6]
+    ]
+)
+
+
+def test_matching_thresholds_and_forced_best_prior():
+    faces = torch.tensor(
+        [
+            [0.0, 0.0, 0.5, 0.4],  # IoU 0.2/0.25 = 0.8 with prior 0
+            [0.45, 0.45, 0.55, 0.55],  # IoU 0.01/0.04 = 0.25 with prior 3: below 0.35, forced (≥ 0.2)
+            [0.9, 0.9, 0.92, 0.92],  # overlaps no prior: never matched
+        ]
+    )
+    positive, matched = match_priors(faces, PRIORS)
+    assert positive.tolist() == [True, False, False, True]
+    assert matched[0] == 0 and matched[3] == 1
+    # without forcing the small face is lost; with a threshold above 0.8 only forcing remains
+    positive, _ = match_priors(faces, PRIORS, force_min_iou=0.3)
+    assert positive.tolist() == [True, False, False, False]
+    positive, matched = match_priors(faces, PRIORS, iou_threshold=0.9)
+    assert positive.tolist() == [True, False, False, True]
+
+
+def test_faces_forcing_the_same_prior_leave_it_to_the_later_face():
+    faces = torch.tensor(
+        [
+            [0.0, 0.0, 0.5, 0.45],  # IoU 0.9 with prior 0
+            [0.0, 0.0, 0.3, 0.3],  # IoU 0.09/0.25 = 0.36 with prior 0, also its best prior
+        ]
+    )
+    positive, matched = match_priors(faces, PRIORS)
+    assert positive[0] and matched[0] == 1
+    twins = torch.tensor([[0.5, 0.0, 1.0, 0.5], [0.5, 0.0, 1.0, 0.5]])
+    _, matched = match_priors(twins, PRIORS)
+    assert matched[1] == 1
+
+
+def test_no_faces_means_all_background():
+    positive, _ = match_priors(torch.zeros(0, 4), PRIORS)
+    assert not positive.any()
+
+
+def test_hard_negative_mining_picks_the_highest_losses_three_per_positive():
+    loss = torch.tensor(
+        [
+            [0.1, 0.9, 0.5, 0.3, 0.8, 0.2],
+            [0.1, 0.9, 0.5, 0.3, 0.8, 0.2],
+            [0.1, 0.9, 0.5, 0.3, 0.8, 0.2],
+        ]
+    )
+    positive = torch.tensor(
+        [
+            [False, False, False, False, True, False],  # 1 positive: 3 hardest negatives 0.9, 0.5, 0.3
+            [True, False, False, False, True, False],  # 2 positives: 6 wanted, only 4 negatives exist
+            [False] * 6,  # no positive: no negative either
+        ]
+    )
+    mask = hard_negative_mask(loss, positive)
+    assert mask.tolist() == [
+        [False, True, True, True, False, False],
+        [False, True, True, True, False, True],
+        [False] * 6,
+    ]
+    assert hard_negative_mask(loss[:1], positive[:1], neg_pos_ratio=1).tolist() == [
+        [False, True, False, False, False, False]
+    ]
+
+
+def test_multibox_loss_by_hand():
+    ln3, ln7 = math.log(3), math.log(7)
+    conf = torch.tensor([[[0.0, ln3], [0.0, 0.0], [0.0, ln3], [ln3, 0.0], [0.0, ln7]]])
+    loc = torch.zeros(1, 5, 4)
+    landms = torch.zeros(1, 5, 10)
+    targets = EncodedTargets(
+        labels=torch.tensor([[1, 0, 0, 0, 0]]),
+        boxes=torch.tensor([[[0.5, -2.0, 0.0, 1.0]] * 5]),
+        landmarks=torch.full((1, 5, 10), 3.0),
+        landmark_mask=torch.zeros(1, 5, dtype=torch.bool),
+    )
+    terms = multibox_loss((loc, conf, landms), targets)
+    # positive: -ln(3/4); the three hardest negatives: -ln(1/8), -ln(1/4), -ln(1/2); one positive
+    assert terms["cls"].item() == pytest.approx(
+        math.log(4 / 3) + math.log(8) + math.log(4) + math.log(2), abs=1e-5
+    )
+    # smooth-L1 of (0.5, -2, 0, 1) against 0: 0.125 + 1.5 + 0 + 0.5
+    assert terms["loc"].item() == pytest.approx(2.125)
+    # the face has no landmarks: no landmark loss whatever the prediction
+    assert terms["landm"].item() == 0.0
+    targets.landmark_mask[0, 0] = True
+    # ten coordinates off by 3: smooth-L1 2.5 each
+    assert multibox_loss((loc, conf, landms), targets)["landm"].item() == pytest.approx(25.0)
+
+
+def test_encoded_targets_decode_back_to_the_faces():
+    height, width = 320, 256
+    priors = prior_boxes(height, width)
+    boxes = torch.tensor([[40.0, 50.0, 80.0, 100.0], [150.0, 60.0, 250.0, 190.0], [10.0, 200.0, 14.0, 205.0]])
+    points = torch.tensor(
+        [
+            [[50.0, 65], [70, 65], [60, 75], [52, 88], [68, 88]],
+            [[170.0, 100], [220, 100], [200, 130], [175, 160], [215, 160]],
+            [[0.0, 0]] * 5,
+        ]
+    )
+    target = Target(boxes, points, torch.tensor([True, True, False]))
+    encoded = encode_targets([target], priors, (height, width))
+    positive = encoded.labels[0] > 0
+    assert positive.sum() >= 2
+    scale = torch.tensor([width, height] * 2)
+    decoded = decode_boxes(encoded.boxes[0][positive], priors[positive]) * scale
+    # every positive prior decodes to one of the faces exactly
+    distances = (decoded[:, None] - boxes[None]).abs().amax(dim=-1).amin(dim=1)
+    assert distances.max() < 1e-3
+    with_landmarks = encoded.landmark_mask[0]
+    assert with_landmarks.any() and not (with_landmarks & ~positive).any()
+    decoded_points = decode_landmarks(encoded.landmarks[0][with_landmarks], priors[with_landmarks])
+    decoded_points = decoded_points.view(-1, 5, 2) * torch.tensor([width, height])
+    point_distances = (decoded_points[:, None] - points[None, :2]).abs().flatten(2).amax(-1).amin(1)
+    assert point_distances.max() < 1e-3
+    # the 4×5 px face matches nothing, so no prior decodes to it
+    assert ((decoded - boxes[2]).abs().amax(dim=-1) > 1).all()
+
+
+def test_kd_class_loss_at_temperature_one_is_plain_kl():
+    generator = torch.Generator().manual_seed(0)
+    student = torch.randn(2, 300, 2, generator=generator) * 3
+    teacher = torch.randn(2, 300, 2, generator=generator) * 3
+    expected = F.kl_div(
+        F.log_softmax(student.view(-1, 2), -1),
+        F.log_softmax(teacher.view(-1, 2), -1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    assert kd_class_loss(student, teacher, 1.0).item() == pytest.approx(expected.item(), rel=1e-6)
+    # temperature T: T² times the KL of the softened distributions
+    softened = F.kl_div(
+        F.log_softmax(student.view(-1, 2) / 4, -1),
+        F.log_softmax(teacher.view(-1, 2) / 4, -1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    assert kd_class_loss(student, teacher, 4.0).item() == pytest.approx(16 * softened.item(), rel=1e-6)
+    assert kd_class_loss(teacher, teacher, 4.0).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_kd_regression_only_on_confident_priors():
+    student = torch.zeros(1, 3, 4)
+    teacher = torch.tensor([[[1.0, 1, 1, 1], [5.0, 5, 5, 5], [0.5, 0, 0, 0]]])
+    mask = torch.tensor([[True, False, True]])
+    # (4 × 0.5 + 0.125) / 2 confident priors
+    assert kd_regression_loss(student, teacher, mask).item() == pytest.approx((2.0 + 0.125) / 2)
+
+
+def test_objective_combines_named_terms_with_alpha():
+    generator = torch.Generator().manual_seed(1)
+    outputs = tuple(torch.randn(1, 5, n, generator=generator) for n in (4, 2, 10))
+    teacher = tuple(torch.randn(1, 5, n, generator=generator) for n in (4, 2, 10))
+    targets = EncodedTargets(
+        torch.tensor([[1, 0, 0, 0, 0]]),
+        torch.zeros(1, 5, 4),
+        torch.zeros(1, 5, 10),
+        torch.ones(1, 5, dtype=torch.bool),
+    )
+    weights = resolve_loss_weights({"loc": 3.0, "kd_box": 0.5})
+    terms = DetectionObjective(weights, alpha=0.25, temperature=2.0, teacher_conf_threshold=0.0)(
+        outputs, targets, teacher
+    )
+    gt = 3.0 * terms["loc"] + terms["cls"] + terms["landm"]
+    kd = terms["kd_cls"] + 0.5 * terms["kd_box"] + terms["kd_landm"]
+    assert terms["loss"].item() == pytest.approx((0.75 * gt + 0.25 * kd).item())
+    plain = DetectionObjective(weights)(outputs, targets)
+    assert set(plain) == {"loc", "cls", "landm", "loss"}
+    assert plain["loss"].item() == pytest.approx(gt.item())
+    with pytest.raises(ValueError, match="unknown loss terms"):
+        resolve_loss_weights({"box": 1.0})
+    with pytest.raises(ValueError, match="alpha"):
+        DetectionObjective(alpha=1.5)
