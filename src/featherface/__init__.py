@@ -1,10 +1,15 @@
 """featherface: lightweight face detectors for PyTorch — get, run, evaluate, distill, deploy."""
 
+from featherface.detector import FaceDetector
 from featherface.factory import create_model, featherface_v1, featherface_v2
 from featherface.models import get_model_cfg, list_models, register_model
+from featherface.results import Face, Faces
 from featherface.version import __version__
 
 __all__ = [
+    "Face",
+    "FaceDetector",
+    "Faces",
     "__version__",
     "create_model",
     "featherface_v1",

@@ -33,6 +33,7 @@ def postprocess(
     top_k: int = 5000,
     max_faces: int = 750,
     variances: Variances = DEFAULT_VARIANCES,
+    valid: torch.Tensor | None = None,
 ) -> list[Detections]:
     """Turn a batch of raw outputs into detections, one :class:`Detections` per image.
 
@@ -44,12 +45,16 @@ def postprocess(
             "+1 pixel" convention of the original RetinaFace / FeatherFace code.
         top_k: at most this many candidates per image enter NMS.
         max_faces: at most this many detections per image are returned.
+        valid: optional ``(B, P)`` bool mask; priors marked ``False`` (e.g. in the padding of a
+            padded batch) are never detected.
 
     All images are suppressed in one ``torchvision.ops.batched_nms`` call (image index as group).
     """
     batch, num_priors = conf_logits.shape[:2]
     height, width = input_size
     scores = torch.softmax(conf_logits.float(), dim=-1)[..., 1]
+    if valid is not None:
+        scores = scores.masked_fill(~valid, -1.0)
     k = min(top_k, num_priors)
     top_scores, top_index = scores.topk(k, dim=1, sorted=True)
     keep_mask = top_scores >= score_threshold

@@ -55,3 +55,25 @@ def prior_boxes(
     if height <= 0 or width <= 0:
         raise ValueError(f"prior_boxes needs a positive image size, got {height}×{width}")
     return _cached_priors(int(height), int(width), torch.device(device), cfg)
+
+
+def valid_prior_mask(
+    sizes: list[tuple[int, int]], input_size: tuple[int, int], cfg: PriorCfg = DEFAULT_PRIORS
+) -> torch.Tensor:
+    """``(B, P)`` mask of the priors of a padded ``input_size`` batch that lie inside each image.
+
+    ``sizes`` are the per-image ``(h, w)`` before padding. A prior is valid when its feature-map
+    cell is one the unpadded image would have had: row ``< ceil(h/s)`` and column ``< ceil(w/s)``.
+    """
+    height, width = input_size
+    sizes_t = torch.tensor(sizes, dtype=torch.long).reshape(-1, 2)
+    levels = []
+    for step, min_sizes in zip(cfg.steps, cfg.min_sizes):
+        rows, cols = -(-height // step), -(-width // step)
+        valid_rows = -(-sizes_t[:, 0] // step)
+        valid_cols = -(-sizes_t[:, 1] // step)
+        inside = (torch.arange(rows)[None, :, None] < valid_rows[:, None, None]) & (
+            torch.arange(cols)[None, None, :] < valid_cols[:, None, None]
+        )
+        levels.append(inside[..., None].expand(-1, rows, cols, len(min_sizes)).reshape(len(sizes_t), -1))
+    return torch.cat(levels, dim=1)
