@@ -19,7 +19,8 @@ def expand_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
     """``(file, name)`` pairs for files, folders (recursive, image suffixes only) and globs.
 
     ``name`` is the path used for outputs: the file name, or its path relative to a given folder.
-    Raises ``FileNotFoundError`` for an input that matches nothing.
+    A file reached twice (say by a folder and a glob) is listed once. Raises ``FileNotFoundError``
+    for an input that matches nothing.
     """
     found: list[tuple[Path, Path]] = []
     for item in inputs:
@@ -36,7 +37,10 @@ def expand_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
             found += [(m, Path(m.name)) for m in matches]
         else:
             raise FileNotFoundError(f"no such file or folder: {item}")
-    return found
+    unique: dict[Path, tuple[Path, Path]] = {}
+    for path, name in found:
+        unique.setdefault(path.resolve(), (path, name))
+    return list(unique.values())
 
 
 def run(args: argparse.Namespace) -> int:
