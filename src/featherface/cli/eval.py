@@ -1,4 +1,4 @@
-"""``featherface eval widerface``: score WIDER FACE predictions with the official protocol."""
+"""``featherface eval widerface``: the official WIDER FACE protocol on prediction files or a detector."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_OUT = Path("runs") / "eval" / "widerface"
+MODEL_OPTIONS = ("checkpoint", "images", "input_size", "device")
 
 
 def _to_json(value):
@@ -27,39 +28,86 @@ def _print_table(result: dict) -> None:
         print(f"{setting:<8}{result[setting]:>8.4f}{result['num_faces'][setting]:>8}")
 
 
-def _score(predictions: Path, gt: Path, out: Path, iou: float) -> dict:
+def _check_options(args: argparse.Namespace) -> None:
+    if args.model is None:
+        given = [f"--{name.replace('_', '-')}" for name in MODEL_OPTIONS if getattr(args, name) is not None]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} only apply with --model; --predictions scores existing files"
+            )
+    elif args.images is None:
+        raise ValueError("--model needs --images: the WIDER images folder (<event>/<image>.jpg)")
+
+
+class _ProgressLines:
+    """A ``progress(done, total)`` callback printing one stderr line per tenth of the images."""
+
+    def __init__(self) -> None:
+        self.tenths = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if done * 10 // total > self.tenths:
+            self.tenths = done * 10 // total
+            print(f"detected faces in {done}/{total} images", file=sys.stderr, flush=True)
+
+
+def _predict(args: argparse.Namespace) -> Path:
+    """Run the detector over ``--images`` and write prediction files under ``--out/predictions``."""
+    from featherface.detector import FaceDetector
+    from featherface.eval.predict import WIDERFACE_DETECTOR_SETTINGS, predict_widerface
+
+    detector = FaceDetector(
+        args.model,
+        checkpoint_path=args.checkpoint,
+        device=args.device,
+        input_size=args.input_size,
+        **WIDERFACE_DETECTOR_SETTINGS,
+    )
+    predictions = args.out / "predictions"
+    predict_widerface(detector, args.images, predictions, args.batch_size, progress=_ProgressLines())
+    print(f"wrote prediction files to {predictions}")
+    return predictions
+
+
+def _score(predictions: Path, args: argparse.Namespace) -> dict:
     from featherface.eval import evaluate_widerface
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = evaluate_widerface(predictions, gt, iou_threshold=iou)
+        result = evaluate_widerface(predictions, args.gt, iou_threshold=args.iou)
     for warning in caught:
         print(f"featherface eval: warning: {warning.message}", file=sys.stderr)
-    out.mkdir(parents=True, exist_ok=True)
-    report = {"predictions": str(predictions), "gt": str(gt), **_to_json(result)}
-    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    run = {"predictions": str(predictions), "gt": str(args.gt)}
+    if args.model is not None:
+        run.update(
+            model=args.model, checkpoint=args.checkpoint and str(args.checkpoint), input_size=args.input_size
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps({**run, **_to_json(result)}, indent=2) + "\n")
     return result
 
 
-def _save_plots(result: dict, out: Path) -> str:
+def _save_plots(result: dict, out: Path, label: str) -> str:
     from featherface.eval.plot import save_pr_curves
 
     try:
-        paths = save_pr_curves(result, out)
+        paths = save_pr_curves(result, out, label=label)
     except ImportError:
         return "PR-curve PNGs need matplotlib: pip install 'featherface[plot]'"
     return "wrote " + ", ".join(str(path) for path in paths)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Score an official-layout prediction folder; print the AP table, write JSON and PR curves."""
+    """Score prediction files (after running ``--model`` when given): AP table, JSON and PR curves."""
+    _check_options(args)
     try:
-        result = _score(args.predictions, args.gt, args.out, args.iou)
+        predictions = args.predictions if args.model is None else _predict(args)
+        result = _score(predictions, args)
     except ImportError as error:
         raise RuntimeError(str(error)) from error
     _print_table(result)
     print(f"wrote {args.out / 'results.json'}")
-    print(_save_plots(result, args.out))
+    print(_save_plots(result, args.out, args.model or predictions.name))
     return 0
 
 
@@ -69,10 +117,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     wider = benchmarks.add_parser(
         "widerface",
         help="official WIDER FACE protocol: easy / medium / hard AP",
-        description="Score prediction files in the official layout (<event>/<image>.txt) against the "
-        "official ground truth (wider_face_val.mat, wider_{easy,medium,hard}_val.mat).",
+        description="Score prediction files in the official layout (<event>/<image>.txt), or run a detector "
+        "over the WIDER images first (score > 0.02, NMS 0.4, top 750), against the official ground truth "
+        "(wider_face_val.mat, wider_{easy,medium,hard}_val.mat).",
     )
-    wider.add_argument("--predictions", type=Path, required=True, help="folder of <event>/<image>.txt files")
+    source = wider.add_mutually_exclusive_group(required=True)
+    source.add_argument("--predictions", type=Path, help="folder of <event>/<image>.txt files to score")
+    source.add_argument("--model", help="detector to run first, e.g. featherface_v1 (pretrained weights)")
     wider.add_argument(
         "--gt", type=Path, required=True, help="folder with the official wider_*_val.mat files"
     )
@@ -80,7 +131,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--out",
         type=Path,
         default=DEFAULT_OUT,
-        help=f"folder for results.json and PR curves (default: {DEFAULT_OUT})",
+        help=f"folder for results.json, PR curves and --model's predictions/ (default: {DEFAULT_OUT})",
     )
     wider.add_argument("--iou", type=float, default=0.5, help="IoU threshold (default: 0.5)")
+    model = wider.add_argument_group("with --model")
+    model.add_argument("--checkpoint", type=Path, help="weights file (.safetensors or legacy .pth)")
+    model.add_argument("--images", type=Path, help="WIDER images folder: <event>/<image>.jpg")
+    model.add_argument("--input-size", type=int, help="cap the long side in pixels (default: original size)")
+    model.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
+    model.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
     wider.set_defaults(handler=run)
