@@ -38,7 +38,9 @@ def postprocess(
     """Turn a batch of raw outputs into detections, one :class:`Detections` per image.
 
     Args:
-        loc, conf_logits, landms: model outputs ``(B, P, 4)``, ``(B, P, 2)``, ``(B, P, 10)``.
+        loc: box regression ``(B, P, 4)``.
+        conf_logits: class logits ``(B, P, 2)`` (column 1 is "face").
+        landms: landmark regression ``(B, P, 10)``.
         priors: ``(P, 4)`` priors for the padded input of size ``input_size = (H, W)``.
         score_threshold: keep priors whose face probability is at least this.
         nms_threshold: IoU above which the lower-scoring box is suppressed. IoU uses the
