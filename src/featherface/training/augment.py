@@ -129,9 +129,12 @@ def resize(sample: Sample, size: int, interpolation: int = cv2.INTER_LINEAR) -> 
 
 class TrainAugment:
     """The RetinaFace training pipeline: random square crop → photometric distortion → horizontal
-    flip → pad to square (if no crop fitted) → resize to ``image_size`` with a random interpolation.
+    flip → pad to square (if not cropped) → resize to ``image_size`` with a random interpolation.
 
-    Faces smaller than ``min_face`` pixels (either side) at the training size are dropped.
+    The crop is chosen around the labelled faces (one must fit whole), so unlabelled images are
+    not cropped unless ``crop_unlabeled``: a blind crop often cuts every face away, leaving the
+    teacher nothing to label. Faces smaller than ``min_face`` pixels (either side) at the training
+    size are dropped.
     """
 
     def __init__(
@@ -139,6 +142,7 @@ class TrainAugment:
         image_size: int,
         *,
         crop: bool = True,
+        crop_unlabeled: bool = False,
         distort: bool = True,
         flip: float = 0.5,
         min_face: float = 1.0,
@@ -147,12 +151,13 @@ class TrainAugment:
             raise ValueError(f"image_size must be at least 32 pixels, got {image_size}")
         self.image_size = image_size
         self.crop = crop
+        self.crop_unlabeled = crop_unlabeled
         self.distort = distort
         self.flip = flip
         self.min_face = min_face
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        if self.crop:
+        if self.crop and (sample.labeled or self.crop_unlabeled):
             sample = random_square_crop(sample, rng)
         if self.distort:
             sample = photometric_distort(sample, rng)

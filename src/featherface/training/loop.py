@@ -34,7 +34,7 @@ from featherface.training.checkpoint import (
 )
 from featherface.training.data import Batch
 from featherface.training.logs import LOG_FILE, JsonlLog
-from featherface.training.losses import LOSS_TERMS, DetectionObjective
+from featherface.training.losses import GT_TERMS, KD_TERMS, DetectionObjective
 from featherface.training.matching import IOU_THRESHOLD, encode_targets
 from featherface.training.mix import BatchMix
 from featherface.training.optim import ModelEma, adamw, warmup_cosine
@@ -250,7 +250,9 @@ class Trainer:
     def _run_epoch(self, epoch: int) -> None:
         self._set_epoch(epoch)
         start = time.perf_counter()
-        names = ("loss", *LOSS_TERMS)
+        names = ["loss", *GT_TERMS]
+        if self.teacher is not None:
+            names += [k for k in KD_TERMS if k != "kd_feat" or self.student.adapters is not None]
         sums = torch.zeros(len(names) + 2, dtype=torch.float64)
         bar = tqdm(
             self.loader,
@@ -262,9 +264,7 @@ class Trainer:
         for batch in bar:
             terms = self.train_step(batch, epoch)
             lr = terms["lr"]
-            sums += torch.tensor(
-                [terms.get(k, 0.0) for k in names] + [1.0, len(batch.targets)], dtype=torch.float64
-            )
+            sums += torch.tensor([terms[k] for k in names] + [1.0, len(batch.targets)], dtype=torch.float64)
             bar.set_postfix(loss=f"{terms['loss']:.4f}", lr=f"{lr:.2e}")
             if self.log is not None:
                 self.log.write({"kind": "step", "epoch": epoch + 1, "step": self.global_step, **terms})

@@ -1,0 +1,83 @@
+"""``featherface train`` and ``featherface distill`` on real data."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from featherface import create_model
+from featherface.cli import main
+from featherface.training.logs import read_log
+
+from .conftest import REPO, shared_path
+
+
+def _four_image_labels(tmp_path):
+    """The first four entries of widerface_train1000's label.txt, as a label file of their own."""
+    lines = shared_path("data", "widerface_train1000", "label.txt").read_text().splitlines()
+    headers = [i for i, line in enumerate(lines) if line.startswith("#")]
+    label = tmp_path / "label.txt"
+    label.write_text("\n".join(lines[: headers[4]]) + "\n")
+    return label
+
+
+def test_train_then_resume_for_more_epochs(tmp_path, capsys):
+    label = _four_image_labels(tmp_path)
+    images = shared_path("data", "widerface_train1000", "images")
+    out = tmp_path / "run"
+    args = ["train", "--model", "featherface_v2", "--labels", str(label), "--images", str(images)]
+    args += [
+        "--image-size",
+        "96",
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--output",
+        str(out),
+        "--no-progress",
+    ]
+    assert main([*args, "--epochs", "1"]) == 0
+    assert "model.safetensors" in capsys.readouterr().out
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
+    assert main([*args, "--epochs", "2", "--resume"]) == 0
+    epochs = [r for r in read_log(out / "log.jsonl") if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2] and epochs[-1]["step"] == 4
+    create_model("featherface_v2", checkpoint_path=out)
+
+
+def test_cli_errors_say_what_to_do(tmp_path, capsys):
+    images = str(shared_path("data", "dlib_faces"))
+    common = ["--images", images, "--epochs", "1", "--output", str(tmp_path)]
+    assert main(["train", "--model", "featherface_v2", *common]) == 2
+    assert "train needs --labels" in capsys.readouterr().err
+    assert main(["distill", "--teacher", "featherface_v2", "--student", "featherface_v2", *common]) == 2
+    assert "has no pretrained weights: pass --teacher-checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--model", "featherface_v2", *common, "--loss-weight", "box=1"])
+    assert "NAME one of loc, cls, landm" in capsys.readouterr().err
+
+
+def test_distill_v1_into_v2_on_unlabelled_photos(tmp_path, v1_checkpoint):
+    """The acceptance run: 4 epochs on the 12 dlib photos at 320 px, the teacher labelling them."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "featherface", "distill", "--teacher", "featherface_v1"]
+    command += ["--teacher-checkpoint", str(v1_checkpoint), "--student", "featherface_v2"]
+    command += ["--images", str(shared_path("data", "dlib_faces")), "--epochs", "4", "--image-size", "320"]
+    command += ["--batch-size", "4", "--output", str(out)]
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    seconds = time.perf_counter() - start
+    assert result.returncode == 0, result.stderr[-3000:]
+    print(f"distill end to end: {seconds:.1f} s")
+    epochs = [r for r in read_log(out / "log.jsonl") if r["kind"] == "epoch"]
+    assert [r["step"] for r in epochs] == [3, 6, 9, 12]
+    assert epochs[-1]["loss"] < epochs[0]["loss"]
+    assert all(r["kd_cls"] > 0 and r["loc"] > 0 for r in epochs)
+    student = create_model("featherface_v2", checkpoint_path=out)
+    loc, conf, _ = student(torch.zeros(1, 3, 320, 320))
+    assert loc.shape == (1, 4200, 4) and torch.isfinite(conf).all()
