@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from featherface import create_model, featherface_v2
+from featherface.models.registry import InputCfg, WeightsCfg
 from featherface.training import (
     ImageFolderDataset,
     LabeledFaceDataset,
@@ -19,6 +20,7 @@ from featherface.training import (
 )
 from featherface.training.labels import read_retinaface_labels
 from featherface.training.logs import read_log
+from featherface.training.optim import warmup_cosine_factor
 
 from .conftest import shared_path
 
@@ -151,6 +153,18 @@ def test_bad_settings_are_refused():
         train(featherface_v2(), loader, epochs=1, loss_weights={"boxes": 1.0})
     with pytest.raises(ValueError, match="resume=True needs output_dir"):
         train(featherface_v2(), loader, epochs=1, resume=True, progress=False)
+    rgb_teacher = featherface_v2()
+    rgb_teacher.pretrained_cfg = WeightsCfg("rgb", 0, "MIT", "test", input=InputCfg(color_order="rgb"))
+    with pytest.raises(ValueError, match="different inputs or priors"):
+        distill(rgb_teacher, featherface_v2(), loader, epochs=1, progress=False)
+
+
+def test_warmup_then_cosine_by_hand():
+    factors = [warmup_cosine_factor(step, warmup_steps=2, total_steps=6, min_ratio=0.01) for step in range(7)]
+    # warm-up 1/2, 2/2; then cosine from 1 at step 2 to 0.01 at step 6, halfway (0.505) at step 4
+    assert factors == pytest.approx(
+        [0.5, 1.0, 1.0, 0.01 + 0.99 * (1 + 2**-0.5) / 2, 0.505, 0.01 + 0.99 * (1 - 2**-0.5) / 2, 0.01]
+    )
 
 
 def test_body_from_imagenet_checkpoint_and_from_teacher(teacher, tmp_path):

@@ -66,7 +66,11 @@ class Target:
 
 @dataclass
 class Batch:
-    """A collated batch: ``images (B, 3, H, W)`` uint8 BGR, one :class:`Target` and path per image."""
+    """A collated batch: ``images (B, 3, H, W)`` uint8 BGR, one :class:`Target` and path per image.
+
+    The training loop subtracts the model's mean from uint8 images; float images are taken as
+    already normalised model input.
+    """
 
     images: torch.Tensor
     targets: list[Target]

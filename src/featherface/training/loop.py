@@ -32,7 +32,7 @@ from featherface.training.checkpoint import (
     save_checkpoint,
     seed_everything,
 )
-from featherface.training.data import Batch
+from featherface.training.data import Batch, Target
 from featherface.training.logs import LOG_FILE, JsonlLog
 from featherface.training.losses import GT_TERMS, KD_TERMS, DetectionObjective
 from featherface.training.matching import IOU_THRESHOLD, encode_targets
@@ -108,10 +108,24 @@ class Trainer:
         self.config = config
         self.objective = objective or DetectionObjective()
         self.dist = distributed.setup(config.device)
+        try:
+            self._build(model, loader, teacher)
+        except BaseException:
+            distributed.teardown(self.dist)
+            raise
+
+    def _build(self, model: nn.Module, loader: DataLoader, teacher: nn.Module | None) -> None:
+        config = self.config
         self.device = self.dist.device
         self.amp = self.device.type == "cuda" if config.amp is None else config.amp
         if self.amp and self.device.type != "cuda":
             raise ValueError("amp=True needs a CUDA device; mixed precision is not used on the CPU")
+        input_cfg, self.prior_cfg = _input_cfg(model)
+        if teacher is not None and _input_cfg(teacher) != (input_cfg, self.prior_cfg):
+            raise ValueError(
+                f"teacher and student expect different inputs or priors ({_input_cfg(teacher)} vs "
+                f"{(input_cfg, self.prior_cfg)}); distillation feeds both the same images prior by prior"
+            )
         seed_everything(config.seed + self.dist.rank)
         self.model = model.to(self.device).train()
         self.teacher = None if teacher is None else teacher.to(self.device).eval().requires_grad_(False)
@@ -140,7 +154,6 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
         self.ema = ModelEma(self.model, config.ema_decay) if config.ema else None
         self.mixer = BatchMix(config.mixup, config.cutmix)
-        input_cfg, self.prior_cfg = _input_cfg(self.model)
         self.mean = torch.tensor(input_cfg.mean, device=self.device).view(1, 3, 1, 1)
         self.epoch = 0
         self.global_step = 0
@@ -159,7 +172,7 @@ class Trainer:
             )
         return self.output_dir / CHECKPOINT_PATH
 
-    def _inputs(self, batch: Batch, epoch: int) -> tuple[torch.Tensor, list]:
+    def _inputs(self, batch: Batch, epoch: int) -> tuple[torch.Tensor, list[Target]]:
         images = batch.images.to(self.device, non_blocking=True)
         if images.dtype == torch.uint8:
             images = images.float() - self.mean
