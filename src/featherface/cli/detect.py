@@ -101,7 +101,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", default=None, help="weights file to use instead of pretrained ones")
     parser.add_argument("--out", default=None, metavar="DIR", help="write annotated images here")
     parser.add_argument("--json", default=None, metavar="FILE", help="write all faces as JSON here")
-    parser.add_argument("--threshold", type=float, default=None, help="score threshold (default: model's, 0.5)")
+    parser.add_argument("--threshold", type=float, default=None, help="minimum face score (default 0.5)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: CUDA if available)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
     parser.add_argument("--input-size", type=int, default=None, help="cap the long side at this many pixels")
