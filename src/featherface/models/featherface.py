@@ -10,6 +10,7 @@ from featherface.models.backbone import MobileNetV1
 from featherface.models.bifpn import BiFPNCell, LightSeparableConv, SeparableConv
 from featherface.models.context import deformable_ssh, grouped_ssh, light_shuffle_block, shuffle_block
 from featherface.models.deform import DeformConv2d
+from featherface.models.fuse import fuse_model
 from featherface.models.heads import SharedHead, flatten_level
 from featherface.models.padding import install_padding_hooks
 from featherface.models.registry import ModelCfg, WeightsCfg, register_model
@@ -70,7 +71,10 @@ class FeatherFace(nn.Module):
     ``forward(images)`` takes ``(B, 3, H, W)`` float images (BGR, mean-subtracted) and returns
     ``loc (B, P, 4)``, class logits ``conf (B, P, 2)`` and ``landms (B, P, 10)``, one row per prior
     in :func:`featherface.priors.prior_boxes` order, in train and eval mode alike.
+    :meth:`fuse` gives an inference-only copy with the same outputs, faster.
     """
+
+    fused: bool = False
 
     def __init__(
         self,
@@ -105,6 +109,21 @@ class FeatherFace(nn.Module):
 
     def forward(self, images: torch.Tensor) -> ModelOutput:
         return self.forward_head(self.forward_neck(images))
+
+    def fuse(self, channels_last: bool = True) -> FeatherFace:
+        """An inference-only copy with batch norms, shuffles and shared-input convs folded.
+
+        See :func:`featherface.models.fuse.fuse_model`; this model is left unchanged.
+        """
+        return fuse_model(self, channels_last=channels_last)
+
+    def train(self, mode: bool = True) -> FeatherFace:
+        if mode and self.fused:
+            raise RuntimeError(
+                "this model was fused for inference (batch norms folded) and cannot be trained; "
+                "train the unfused model and call .fuse() afterwards"
+            )
+        return super().train(mode)
 
 
 def build_featherface_v1() -> FeatherFace:

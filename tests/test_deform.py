@@ -1,0 +1,109 @@
+"""The fast modulated deformable conv against torchvision's deform_conv2d: values, gradients, export."""
+
+from __future__ import annotations
+
+import copy
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from featherface.models import dcn
+from featherface.models.deform import DeformConv2d, set_deform_impl
+from tests.conftest import shared_path
+
+
+def random_case(batch: int, channels: int, out_channels: int, height: int, width: int, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, channels, height, width, generator=gen) * 3
+    # offsets up to ±6 px push many taps past the border and some entirely outside the image
+    offset = torch.randn(batch, 18, height, width, generator=gen) * 3
+    mask = 2 * torch.rand(batch, 9, height, width, generator=gen)
+    weight = torch.randn(out_channels, channels, 3, 3, generator=gen) * 0.2
+    bias = torch.randn(out_channels, generator=gen)
+    return x, offset, mask, weight, bias
+
+
+@pytest.mark.parametrize(
+    "shape", [(1, 64, 32, 60, 80), (2, 16, 16, 15, 20), (3, 5, 7, 1, 1), (2, 4, 6, 2, 11), (1, 8, 3, 9, 1)]
+)
+def test_fast_matches_torchvision_on_random_offsets(shape):
+    x, offset, mask, weight, bias = random_case(*shape)
+    expected = dcn.deform_conv3x3(x, offset, mask, weight, bias, impl="torchvision")
+    fast = dcn.deform_conv3x3(x, offset, mask, weight, bias, impl="fast")
+    assert fast.shape == expected.shape
+    assert float((fast - expected).abs().max()) <= 1e-4
+
+
+def test_taps_on_and_beyond_the_border_follow_torchvision_zero_padding():
+    x = torch.ones(1, 1, 4, 5)
+    weight = torch.zeros(1, 1, 3, 3)
+    weight[0, 0, 1, 1] = 1.0  # only the centre tap counts: output (0, 0) reads x at (dy, dx)
+    mask = torch.ones(1, 9, 4, 5)
+    cases = {(-1.0, 0.0): 0.0, (-0.5, 0.0): 0.5, (3.0, 0.0): 1.0, (3.5, 0.0): 0.5, (4.0, 0.0): 0.0}
+    cases |= {(-0.5, -0.5): 0.25, (0.0, 4.75): 0.25, (9.0, 9.0): 0.0, (-7.0, 2.0): 0.0}
+    for (dy, dx), value in cases.items():
+        offset = torch.zeros(1, 18, 4, 5)
+        offset[:, 8], offset[:, 9] = dy, dx  # the centre tap's (dy, dx)
+        fast = dcn.deform_conv3x3(x, offset, mask, weight)
+        expected = dcn.deform_conv3x3(x, offset, mask, weight, impl="torchvision")
+        torch.testing.assert_close(fast, expected, atol=1e-6, rtol=0)
+        assert float(fast[0, 0, 0, 0]) == pytest.approx(value, abs=1e-6), (dy, dx)
+
+
+def test_export_formulation_equals_the_eager_one(monkeypatch):
+    x, offset, mask, weight, bias = random_case(2, 16, 8, 13, 17, seed=3)
+    eager = dcn.deform_conv3x3(x, offset, mask, weight, bias)
+    monkeypatch.setattr(dcn, "_exporting", lambda: True)
+    exported = dcn.deform_conv3x3(x, offset, mask, weight, bias)
+    assert float((exported - eager).abs().max()) <= 1e-5
+
+
+def test_fast_gradients_match_torchvision():
+    inputs = [t.double().requires_grad_() for t in random_case(2, 6, 5, 7, 9, seed=1)]
+    grads = {}
+    for impl in ("fast", "torchvision"):
+        out = dcn.deform_conv3x3(*inputs, impl=impl)
+        loss = (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum()
+        grads[impl] = torch.autograd.grad(loss, inputs)
+    names = ("x", "offset", "mask", "weight", "bias")
+    for name, fast, reference in zip(names, grads["fast"], grads["torchvision"]):
+        assert float((fast - reference).abs().max()) <= 1e-8, name
+
+
+def test_bad_shapes_and_impl_names_are_explained():
+    x, offset, mask, weight, _ = random_case(1, 4, 2, 5, 5)
+    with pytest.raises(ValueError, match=r"offset must be \(1, 18, 5, 5\)"):
+        dcn.deform_conv3x3(x, offset[:, :9], mask, weight)
+    with pytest.raises(ValueError, match=r"weight must be \(C_out, 4, 3, 3\)"):
+        dcn.deform_conv3x3(x, offset, mask, weight[:, :3])
+    with pytest.raises(ValueError, match="unknown deformable conv impl 'cuda'"):
+        dcn.deform_conv3x3(x, offset, mask, weight, impl="cuda")
+    with pytest.raises(ValueError, match="use one of"):
+        set_deform_impl(torch.nn.Sequential(DeformConv2d(4, 2)), "slow")
+
+
+def test_every_v1_deformable_conv_matches_torchvision_on_real_features(v1_model):
+    """The 15 SSH deformable convs of V1, fed the features a real photo produces, both ways."""
+    image = cv2.imread(str(shared_path("data", "dlib_faces", "2008_002470.jpg")))
+    x = torch.from_numpy(image.astype(np.float32) - np.array([104, 117, 123], np.float32))
+    inputs: dict[str, torch.Tensor] = {}
+    model = copy.deepcopy(v1_model)
+    handles = [
+        module.register_forward_pre_hook(lambda m, args, name=name: inputs.__setitem__(name, args[0]))
+        for name, module in model.named_modules()
+        if isinstance(module, DeformConv2d)
+    ]
+    with torch.inference_mode():
+        model(x.permute(2, 0, 1)[None])
+    for handle in handles:
+        handle.remove()
+    assert len(inputs) == 15
+    with torch.inference_mode():
+        for name, features in inputs.items():
+            conv = model.get_submodule(name)
+            fast = conv(features)
+            conv.impl = "torchvision"
+            reference = conv(features)
+            assert float((fast - reference).abs().max()) <= 1e-4, name

@@ -1,0 +1,78 @@
+"""Inference-time fusion: fused V1 / V2 reproduce the unfused models and the golden outputs."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from featherface import featherface_v2
+from featherface.models.context import ChannelShuffle
+from featherface.models.fuse import fold_channel_shuffle, fuse_model
+from featherface.models.fused import FusedDeformSSH, MergedHeads
+from tests.conftest import shared_path
+
+GOLDEN_SMALL = ["dlib_2008_002470", "wider_0_Parade_Parade_0_102"]
+
+
+def load(meta: dict, name: str) -> torch.Tensor:
+    image = cv2.imread(str(shared_path(meta[name]["source"])))
+    x = torch.from_numpy(image.astype(np.float32) - np.array([104, 117, 123], np.float32))
+    return x.permute(2, 0, 1)[None].contiguous()
+
+
+@pytest.fixture(scope="module")
+def fused_v1(v1_model) -> torch.nn.Module:
+    return v1_model.fuse()
+
+
+def worst(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> float:
+    return max(float((x - y).abs().max()) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("name", GOLDEN_SMALL)
+def test_fused_v1_matches_unfused_and_golden(name, golden, v1_model, fused_v1):
+    meta, arrays = golden
+    x = load(meta, name)
+    with torch.inference_mode():
+        plain, fused = v1_model(x), fused_v1(x)
+    assert worst(plain, fused) <= 1e-4
+    loc, conf, landms = fused
+    for key, value in (("loc", loc[0]), ("conf", conf[0].softmax(-1)), ("landms", landms[0])):
+        assert float(np.abs(value.numpy() - arrays[f"{name}__{key}"]).max()) <= 1e-4, key
+
+
+def test_fused_v1_structure_and_original_untouched(v1_model, fused_v1):
+    assert all(isinstance(m, FusedDeformSSH) for m in fused_v1.context)
+    assert isinstance(fused_v1.heads, MergedHeads)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused_v1.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in v1_model.modules()) > 0
+    assert fused_v1.fused and not v1_model.fused
+    with pytest.raises(RuntimeError, match="fused for inference"):
+        fused_v1.train()
+
+
+def test_fused_v2_matches_unfused_on_a_real_image(golden):
+    meta, _ = golden
+    torch.manual_seed(0)
+    model = featherface_v2().eval()
+    for module in model.modules():  # non-trivial statistics so that folding matters
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    x = load(meta, "dlib_2008_002470")
+    with torch.inference_mode():
+        assert worst(model(x), fuse_model(model)(x)) <= 1e-4
+        assert worst(model(x), fuse_model(model, channels_last=False)(x)) <= 1e-4
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_channel_shuffle_folds_into_a_following_pointwise_conv(groups):
+    torch.manual_seed(0)
+    shuffle, conv = ChannelShuffle(4), torch.nn.Conv2d(32, 16, 1, groups=groups)
+    x = torch.randn(2, 32, 5, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(fold_channel_shuffle(shuffle, conv)(x), conv(shuffle(x)))
