@@ -19,6 +19,7 @@ from featherface.models.registry import InputCfg, PriorCfg, WeightsCfg
 from featherface.postprocess import postprocess
 from featherface.priors import prior_boxes, valid_prior_mask
 from featherface.results import Faces
+from featherface.runtime import onnxruntime_model
 
 PAD_MULTIPLE = 32
 
@@ -69,6 +70,8 @@ class FaceDetector:
         max_faces: detections per image kept after NMS.
         input_size: ``None`` runs at original size; an int caps the long side (images are
             shrunk, then boxes and landmarks are mapped back to original pixels).
+        backend: ``"torch"``, or ``"onnxruntime"`` to run a file written by ``featherface export
+            onnx`` (``model`` is its path) with the same pre- and post-processing.
 
     Calling the detector on one image returns :class:`Faces`; on a list (sizes may differ) or an
     ``N×C×H×W`` tensor it returns ``list[Faces]``. One detector may be used from several threads.
@@ -86,10 +89,15 @@ class FaceDetector:
         top_k: int = 5000,
         max_faces: int = 750,
         input_size: int | None = None,
+        backend: str = "torch",
     ) -> None:
         self.device = _resolve_device(device)
         if half and self.device.type != "cuda":
             raise ValueError("half=True needs a CUDA device; float16 convolutions are not supported on CPU")
+        if backend == "onnxruntime":
+            model = onnxruntime_model(model, self.device, half=half, checkpoint_path=checkpoint_path)
+        elif backend != "torch":
+            raise ValueError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}")
         if isinstance(model, str):
             model = create_model(model, pretrained=checkpoint_path is None, checkpoint_path=checkpoint_path)
         elif not isinstance(model, nn.Module):

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from featherface.models.padding import active_region, mask_padding
+from featherface.models.tracing import is_exporting
 
 
 def _pool_with_leading_pad(x: torch.Tensor, top: int, left: int) -> torch.Tensor:
@@ -16,6 +17,13 @@ def _pool_with_leading_pad(x: torch.Tensor, top: int, left: int) -> torch.Tensor
     bottom = 2 * (-(-height // 2)) + 1 - height - top
     right = 2 * (-(-width // 2)) + 1 - width - left
     return F.max_pool2d(F.pad(x, (left, right, top, bottom)), 3, 2)
+
+
+def _pool_anchored_at_the_end(x: torch.Tensor) -> torch.Tensor:
+    """The same pool without size arithmetic: "same" windows always end one zero row / column past
+    the bottom-right corner, so pooling the flipped map with fixed padding and flipping back is
+    exact for every size (what an exported graph needs)."""
+    return F.max_pool2d(F.pad(x.flip(-2, -1), (1, 1, 1, 1)), 3, 2).flip(-2, -1)
 
 
 def max_pool_same(x: torch.Tensor) -> torch.Tensor:
@@ -28,6 +36,8 @@ def max_pool_same(x: torch.Tensor) -> torch.Tensor:
     height, width = x.shape[-2:]
     region = active_region()
     if region is None:
+        if is_exporting():
+            return _pool_anchored_at_the_end(x)
         return _pool_with_leading_pad(x, height % 2, width % 2)
     x = mask_padding(x)
     odd = (region.valid_sizes(height, width) % 2).to(x.device)

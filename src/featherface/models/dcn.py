@@ -17,11 +17,15 @@ import torch
 import torch.nn.functional as F
 import torchvision.ops
 
+from featherface.models.tracing import is_exporting
+
 DeformImpl = Literal["fast", "torchvision"]
 DEFORM_IMPLS: tuple[str, ...] = ("fast", "torchvision")
 
 TAPS = 9
 _SAMPLES = 4 * TAPS
+#: Table rows are addressed with int32: enough for ``B·(H+3)·(W+3)·9 < 2**31`` at a level's size.
+INDEX_DTYPE = torch.int32
 
 
 def _check_shapes(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor) -> None:
@@ -41,10 +45,6 @@ def _check_shapes(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor, wei
             )
 
 
-def _exporting() -> bool:
-    return torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
-
-
 def planar_offsets(offset: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """Reorder the 18 offsets along ``dim`` from torchvision's ``(dy_0, dx_0, …, dy_8, dx_8)`` to
     the planar ``(dy_0 … dy_8, dx_0 … dx_8)`` that :class:`SamplingPlan` reads: ``dim=1`` for
@@ -60,31 +60,28 @@ class SamplingGrid:
     ``(2, 9, N)``: undeformed tap rows and columns; ``low`` and ``high`` ``(2, 1, 1)``: the clamp
     bounds ``-1`` and ``(H, W)``; ``row_stride``: table rows per padded image row; ``corners``
     ``(4, 9, 1)``: table-row offsets of each tap's four bilinear corners plus the padding shift;
-    ``image_rows`` ``(N,)`` or ``None`` for one image: the first table row of each pixel's image.
+    ``image_rows`` ``(N,)``: the first table row of each pixel's image.
     """
 
     def __init__(self, batch: int, height: int, width: int, device: torch.device) -> None:
+        # No Python branch depends on the size, so traced and exported graphs stay size-generic.
         kernel = torch.arange(-1, 2, device=device, dtype=torch.float32)
         rows = torch.arange(height, device=device, dtype=torch.float32)[:, None].expand(height, width)
         cols = torch.arange(width, device=device, dtype=torch.float32)[None, :].expand(height, width)
         tap_rows = kernel[:, None].expand(3, 3).reshape(TAPS, 1)
         tap_cols = kernel[None, :].expand(3, 3).reshape(TAPS, 1)
         base = torch.stack((rows.reshape(1, -1) + tap_rows, cols.reshape(1, -1) + tap_cols))
-        self.base = base.repeat(1, 1, batch) if batch > 1 else base
+        self.base = base.repeat(1, 1, batch)
         one = torch.ones(1, 1, device=device)
         self.low, self.high = -torch.stack((one, one)), torch.stack((one * height, one * width))
-        padded_width = width + 3
-        image_rows = (height + 3) * padded_width * TAPS
-        self.index_dtype = torch.int32 if batch * image_rows < 2**31 else torch.int64
-        self.row_stride = padded_width * TAPS
-        taps = torch.arange(TAPS, device=device, dtype=self.index_dtype)
+        self.row_stride = (width + 3) * TAPS
+        image_rows = (height + 3) * self.row_stride
+        taps = torch.arange(TAPS, device=device, dtype=INDEX_DTYPE)
         down = self.row_stride
         corners = torch.stack((taps, taps + TAPS, taps + down, taps + (down + TAPS)))
         self.corners = (corners + (down + TAPS))[:, :, None]
-        self.image_rows = None
-        if batch > 1:
-            images = torch.arange(batch, device=device, dtype=self.index_dtype) * image_rows
-            self.image_rows = images.repeat_interleave(height * width)
+        images = torch.arange(batch, device=device, dtype=INDEX_DTYPE) * image_rows
+        self.image_rows = images.repeat_interleave(height * width)
 
 
 class SamplingPlan:
@@ -117,10 +114,8 @@ class SamplingPlan:
         sides = torch.stack((1 - frac, frac), dim=1)  # (2 axes, 2 sides, 9, N)
         rows = sides[0] * mask.to(dtype).transpose(0, 1).reshape(1, TAPS, -1)
         weights = rows[:, None] * sides[1][None]  # (2, 2, 9, N): corners × taps
-        low = low.to(grid.index_dtype)
-        top_left = low[0] * grid.row_stride + low[1] * TAPS
-        if grid.image_rows is not None:
-            top_left = top_left + grid.image_rows
+        low = low.to(INDEX_DTYPE)
+        top_left = low[0] * grid.row_stride + low[1] * TAPS + grid.image_rows
         index = top_left[None] + grid.corners  # (4, 9, N)
         self.index = index.reshape(_SAMPLES, -1).t().contiguous()
         self.weights = weights.reshape(_SAMPLES, -1).t().contiguous()
@@ -141,8 +136,9 @@ def project(padded: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 def gather(table: torch.Tensor, plan: SamplingPlan, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Weighted sums of table rows: the conv output ``(B, C_out, H, W)`` in channels-last memory."""
     weights = plan.weights.to(table.dtype)
-    if _exporting():
-        out = (table[plan.index] * weights[..., None]).sum(dim=1)
+    if is_exporting():
+        rows = table.index_select(0, plan.index.reshape(-1)).reshape(*plan.index.shape, -1)
+        out = (rows * weights[..., None]).sum(dim=1)
     else:
         out = F.embedding_bag(plan.index, table, per_sample_weights=weights, mode="sum")
     if bias is not None:
