@@ -172,6 +172,39 @@ def test_kd_class_loss_at_temperature_one_is_plain_kl():
     assert kd_class_loss(teacher, teacher, 4.0).item() == pytest.approx(0.0, abs=1e-7)
 
 
+def test_foreground_normalised_kd_class_loss():
+    generator = torch.Generator().manual_seed(2)
+    student = torch.randn(1, 400, 2, generator=generator)
+    teacher = torch.randn(1, 400, 2, generator=generator) * 2
+    mean = kd_class_loss(student, teacher, 2.0)
+    # summed over the 400 priors and divided by 8 confident priors = the mean × 400 / 8
+    assert kd_class_loss(student, teacher, 2.0, torch.tensor(8)).item() == pytest.approx(
+        mean.item() * 50, rel=1e-5
+    )
+    # no confident prior: divide by one rather than zero
+    assert kd_class_loss(student, teacher, 2.0, torch.tensor(0)).item() == pytest.approx(
+        mean.item() * 400, rel=1e-5
+    )
+    logits = teacher.clone()
+    logits[0, :3, 1] = 10.0  # three priors the teacher is sure of
+    objective = DetectionObjective(kd_cls_norm="confident")
+    targets = EncodedTargets(
+        torch.zeros(1, 400, dtype=torch.long),
+        torch.zeros(1, 400, 4),
+        torch.zeros(1, 400, 10),
+        torch.ones(1, 400, dtype=torch.bool),
+    )
+    outputs = (torch.zeros(1, 400, 4), student, torch.zeros(1, 400, 10))
+    teacher_out = (torch.zeros(1, 400, 4), logits, torch.zeros(1, 400, 10))
+    confident = (torch.softmax(logits, -1)[..., 1] >= 0.5).sum()
+    terms = objective(outputs, targets, teacher_out)
+    assert terms["kd_cls"].item() == pytest.approx(
+        kd_class_loss(student, logits, 4.0, confident).item(), rel=1e-6
+    )
+    with pytest.raises(ValueError, match="kd_cls_norm"):
+        DetectionObjective(kd_cls_norm="pixels")
+
+
 def test_kd_regression_only_on_confident_priors():
     student = torch.zeros(1, 3, 4)
     teacher = torch.tensor([[[1.0, 1, 1, 1], [5.0, 5, 5, 5], [0.5, 0, 0, 0]]])

@@ -9,6 +9,7 @@ from featherface.factory import create_model
 from featherface.models.registry import resolve_name
 from featherface.training.api import distill
 from featherface.training.checkpoint import seed_everything
+from featherface.training.losses import KD_CLS_NORMS
 from featherface.training.student import load_body
 
 
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         alpha=args.alpha,
         teacher_conf_threshold=args.teacher_conf_threshold,
+        kd_cls_norm=args.kd_cls_norm,
         pseudo_label_threshold=args.pseudo_label_threshold,
         **loop_options(args),
     )
@@ -59,6 +61,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--teacher-conf-threshold", type=float, default=0.5, help="teacher score for box/landmark KD (0.5)"
+    )
+    parser.add_argument(
+        "--kd-cls-norm",
+        choices=KD_CLS_NORMS,
+        default="priors",
+        help="class KD: mean over all priors, or sum over priors / teacher-confident priors (priors)",
     )
     parser.add_argument(
         "--pseudo-label-threshold",

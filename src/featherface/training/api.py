@@ -86,6 +86,7 @@ def distill(
     weight_decay: float = 0.01,
     loss_weights: Mapping[str, float] | None = None,
     teacher_conf_threshold: float = 0.5,
+    kd_cls_norm: str = "priors",
     pseudo_label_threshold: float = 0.5,
     device: str | None = None,
     amp: bool | None = None,
@@ -103,7 +104,8 @@ def distill(
     and, when ``loss_weights["kd_feat"] > 0``, MSE between the student's neck features (through
     learned 1×1 adapters) and the teacher's. Images without labels (an image folder) take the
     teacher's detections scoring ≥ ``pseudo_label_threshold`` as ground truth. Teacher and
-    student must share the prior layout.
+    student must share the prior layout. ``kd_cls_norm="confident"`` divides the summed class KL
+    by the number of teacher-confident priors instead of averaging it over all priors.
 
     Other arguments as in :func:`train`; ``loss_weights`` also names ``kd_cls``, ``kd_box``,
     ``kd_landm`` and ``kd_feat``.
@@ -126,5 +128,6 @@ def distill(
         alpha=alpha,
         temperature=temperature,
         teacher_conf_threshold=teacher_conf_threshold,
+        kd_cls_norm=kd_cls_norm,
     )
     return Trainer(student, loader, config, objective, teacher).fit()

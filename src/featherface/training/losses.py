@@ -89,14 +89,26 @@ def multibox_loss(
     return {"loc": loc_loss, "cls": cls_loss, "landm": landm_loss}
 
 
+KD_CLS_NORMS = ("priors", "confident")
+
+
 def kd_class_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float,
+    normalizer: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``T² · KL(softmax(t/T) ‖ softmax(s/T))`` summed over classes, mean over all other positions."""
+    """``T² · KL(softmax(t/T) ‖ softmax(s/T))`` summed over classes.
+
+    Averaged over all other positions, or — with ``normalizer`` — summed over them and divided by
+    ``normalizer`` (e.g. the number of teacher-confident priors, so that the few face priors are
+    not drowned by thousands of easy background priors).
+    """
     log_student = F.log_softmax(student_logits / temperature, dim=-1)
     log_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
     kl = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=-1)
-    return kl.mean() * temperature**2
+    reduced = kl.mean() if normalizer is None else kl.sum() / normalizer.clamp(min=1)
+    return reduced * temperature**2
 
 
 def kd_regression_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -114,7 +126,9 @@ class DetectionObjective:
     """Computes every loss term and their weighted total (see the module docstring).
 
     ``alpha`` weighs distillation against ground truth and ``temperature`` softens the class
-    distributions; both only matter when a teacher output is given.
+    distributions; both only matter when a teacher output is given. ``kd_cls_norm`` divides the
+    summed class KL by the number of priors (``"priors"``, a plain mean) or by the number of
+    teacher-confident priors (``"confident"``: foreground-normalised, like the MultiBox terms).
     """
 
     weights: dict[str, float] = field(default_factory=resolve_loss_weights)
@@ -122,8 +136,11 @@ class DetectionObjective:
     temperature: float = 4.0
     teacher_conf_threshold: float = 0.5
     neg_pos_ratio: float = 3.0
+    kd_cls_norm: str = "priors"
 
     def __post_init__(self) -> None:
+        if self.kd_cls_norm not in KD_CLS_NORMS:
+            raise ValueError(f"kd_cls_norm must be one of {KD_CLS_NORMS}, got {self.kd_cls_norm!r}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}")
         if self.temperature <= 0:
@@ -141,7 +158,8 @@ class DetectionObjective:
         total = sum(self.weights[k] * terms[k] for k in GT_TERMS)
         if teacher is not None:
             confident = torch.softmax(teacher[1], dim=-1)[..., 1] >= self.teacher_conf_threshold
-            terms["kd_cls"] = kd_class_loss(student[1], teacher[1], self.temperature)
+            normalizer = confident.sum() if self.kd_cls_norm == "confident" else None
+            terms["kd_cls"] = kd_class_loss(student[1], teacher[1], self.temperature, normalizer)
             terms["kd_box"] = kd_regression_loss(student[0], teacher[0], confident)
             terms["kd_landm"] = kd_regression_loss(student[2], teacher[2], confident)
             if features is not None:
