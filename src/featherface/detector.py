@@ -63,7 +63,8 @@ class FaceDetector:
             ``nn.Module`` returning ``(loc, conf logits, landms)`` per prior.
         checkpoint_path: load these weights instead of the pretrained ones.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``…; default CUDA when available.
-        half: run the network in float16 (CUDA only).
+        half: run the network under float16 autocast (CUDA only): convolutions in float16,
+            precision-critical ops (deformable sampling, reductions, softmax) in float32.
         score_threshold: minimum face probability of a detection.
         nms_threshold: IoU above which overlapping detections are suppressed.
         top_k: candidates per image kept before NMS.
@@ -117,8 +118,8 @@ class FaceDetector:
         )
         self._check_settings(top_k, max_faces, input_size)
         self.top_k, self.max_faces, self.input_size = top_k, max_faces, input_size
-        self.dtype = torch.float16 if half else torch.float32
-        self.model = model.eval().to(self.device, self.dtype)
+        self.half = half
+        self.model = model.eval().to(self.device)
         self._mean = torch.tensor(self.input_cfg.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(self.input_cfg.std, device=self.device).view(1, 3, 1, 1)
 
@@ -169,12 +170,13 @@ class FaceDetector:
                 batch[i, :, : t.shape[1], : t.shape[2]] = (t - self._mean[0]) / self._std[0]
         else:
             batch = (torch.stack(tensors) - self._mean) / self._std
-        return PreparedBatch(batch.to(self.dtype), sizes, [image_size(p) for p in images], padded)
+        return PreparedBatch(batch, sizes, [image_size(p) for p in images], padded)
 
     def infer(self, batch: PreparedBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Run the network: ``loc (B, P, 4)``, ``conf`` logits ``(B, P, 2)``, ``landms (B, P, 10)``."""
         region = valid_region(batch.sizes, tuple(batch.images.shape[-2:])) if batch.padded else None
-        with torch.inference_mode(), region or contextlib.nullcontext():
+        autocast = torch.autocast("cuda", dtype=torch.float16, enabled=self.half)
+        with torch.inference_mode(), autocast, region or contextlib.nullcontext():
             return self.model(batch.images)
 
     def decode(
