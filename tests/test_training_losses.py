@@ -172,34 +172,32 @@ def test_kd_class_loss_at_temperature_one_is_plain_kl():
     assert kd_class_loss(teacher, teacher, 4.0).item() == pytest.approx(0.0, abs=1e-7)
 
 
-def test_foreground_normalised_kd_class_loss():
-    generator = torch.Generator().manual_seed(2)
-    student = torch.randn(1, 400, 2, generator=generator)
-    teacher = torch.randn(1, 400, 2, generator=generator) * 2
-    mean = kd_class_loss(student, teacher, 2.0)
-    # summed over the 400 priors and divided by 8 confident priors = the mean × 400 / 8
-    assert kd_class_loss(student, teacher, 2.0, torch.tensor(8)).item() == pytest.approx(
-        mean.item() * 50, rel=1e-5
-    )
-    # no confident prior: divide by one rather than zero
-    assert kd_class_loss(student, teacher, 2.0, torch.tensor(0)).item() == pytest.approx(
-        mean.item() * 400, rel=1e-5
-    )
-    logits = teacher.clone()
-    logits[0, :3, 1] = 10.0  # three priors the teacher is sure of
-    objective = DetectionObjective(kd_cls_norm="confident")
+def test_balanced_kd_class_loss_adds_foreground_and_background_means():
+    student = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [0.5, 0.5]]])
+    teacher = torch.tensor([[[3.0, 0.0], [0.0, 0.0], [0.0, 5.0], [2.0, 0.0]]])
+    foreground = torch.tensor([[False, False, True, True]])
+    per_prior = F.kl_div(
+        F.log_softmax(student[0], -1), F.log_softmax(teacher[0], -1), reduction="none", log_target=True
+    ).sum(-1)
+    expected = per_prior[2:].mean() + per_prior[:2].mean()
+    assert kd_class_loss(student, teacher, 1.0, foreground).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert kd_class_loss(student, teacher, 1.0).item() == pytest.approx(per_prior.mean().item(), rel=1e-6)
+    # the objective takes the teacher-confident priors as the foreground
+    objective = DetectionObjective(kd_cls_norm="balanced", temperature=1.0)
     targets = EncodedTargets(
-        torch.zeros(1, 400, dtype=torch.long),
-        torch.zeros(1, 400, 4),
-        torch.zeros(1, 400, 10),
-        torch.ones(1, 400, dtype=torch.bool),
+        torch.zeros(1, 4, dtype=torch.long),
+        torch.zeros(1, 4, 4),
+        torch.zeros(1, 4, 10),
+        torch.ones(1, 4, dtype=torch.bool),
     )
-    outputs = (torch.zeros(1, 400, 4), student, torch.zeros(1, 400, 10))
-    teacher_out = (torch.zeros(1, 400, 4), logits, torch.zeros(1, 400, 10))
-    confident = (torch.softmax(logits, -1)[..., 1] >= 0.5).sum()
-    terms = objective(outputs, targets, teacher_out)
+    terms = objective(
+        (torch.zeros(1, 4, 4), student, torch.zeros(1, 4, 10)),
+        targets,
+        (torch.zeros(1, 4, 4), teacher, torch.zeros(1, 4, 10)),
+    )
+    confident = torch.softmax(teacher, -1)[..., 1] >= 0.5
     assert terms["kd_cls"].item() == pytest.approx(
-        kd_class_loss(student, logits, 4.0, confident).item(), rel=1e-6
+        kd_class_loss(student, teacher, 1.0, confident).item(), rel=1e-6
     )
     with pytest.raises(ValueError, match="kd_cls_norm"):
         DetectionObjective(kd_cls_norm="pixels")

@@ -66,7 +66,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--kd-cls-norm",
         choices=KD_CLS_NORMS,
         default="priors",
-        help="class KD: mean over all priors, or sum over priors / teacher-confident priors (priors)",
+        help="class KD: one mean over all priors, or foreground and background means added (priors)",
     )
     parser.add_argument(
         "--pseudo-label-threshold",

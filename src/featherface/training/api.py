@@ -104,8 +104,9 @@ def distill(
     and, when ``loss_weights["kd_feat"] > 0``, MSE between the student's neck features (through
     learned 1×1 adapters) and the teacher's. Images without labels (an image folder) take the
     teacher's detections scoring ≥ ``pseudo_label_threshold`` as ground truth. Teacher and
-    student must share the prior layout. ``kd_cls_norm="confident"`` divides the summed class KL
-    by the number of teacher-confident priors instead of averaging it over all priors.
+    student must share the prior layout. ``kd_cls_norm="balanced"`` averages the class KL over the
+    teacher-confident priors and over the others separately and adds the two means, instead of one
+    mean over all priors.
 
     Other arguments as in :func:`train`; ``loss_weights`` also names ``kd_cls``, ``kd_box``,
     ``kd_landm`` and ``kd_feat``.

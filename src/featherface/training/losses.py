@@ -89,26 +89,29 @@ def multibox_loss(
     return {"loc": loc_loss, "cls": cls_loss, "landm": landm_loss}
 
 
-KD_CLS_NORMS = ("priors", "confident")
+KD_CLS_NORMS = ("priors", "balanced")
 
 
 def kd_class_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
     temperature: float,
-    normalizer: torch.Tensor | None = None,
+    foreground: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``T² · KL(softmax(t/T) ‖ softmax(s/T))`` summed over classes.
+    """``T² · KL(softmax(t/T) ‖ softmax(s/T))`` summed over classes, averaged over positions.
 
-    Averaged over all other positions, or — with ``normalizer`` — summed over them and divided by
-    ``normalizer`` (e.g. the number of teacher-confident priors, so that the few face priors are
-    not drowned by thousands of easy background priors).
+    With a ``foreground`` mask (e.g. the teacher-confident priors) the average is taken over the
+    foreground and the background separately and the two means are added, so the few face
+    priors weigh as much as the thousands of background ones.
     """
     log_student = F.log_softmax(student_logits / temperature, dim=-1)
     log_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
     kl = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=-1)
-    reduced = kl.mean() if normalizer is None else kl.sum() / normalizer.clamp(min=1)
-    return reduced * temperature**2
+    if foreground is None:
+        return kl.mean() * temperature**2
+    fg = kl[foreground].sum() / foreground.sum().clamp(min=1)
+    bg = kl[~foreground].sum() / (~foreground).sum().clamp(min=1)
+    return (fg + bg) * temperature**2
 
 
 def kd_regression_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -126,9 +129,9 @@ class DetectionObjective:
     """Computes every loss term and their weighted total (see the module docstring).
 
     ``alpha`` weighs distillation against ground truth and ``temperature`` softens the class
-    distributions; both only matter when a teacher output is given. ``kd_cls_norm`` divides the
-    summed class KL by the number of priors (``"priors"``, a plain mean) or by the number of
-    teacher-confident priors (``"confident"``: foreground-normalised, like the MultiBox terms).
+    distributions; both only matter when a teacher output is given. ``kd_cls_norm`` averages the
+    class KL over all priors (``"priors"``) or over the teacher-confident priors and the others
+    separately, adding the two means (``"balanced"``).
     """
 
     weights: dict[str, float] = field(default_factory=resolve_loss_weights)
@@ -158,8 +161,8 @@ class DetectionObjective:
         total = sum(self.weights[k] * terms[k] for k in GT_TERMS)
         if teacher is not None:
             confident = torch.softmax(teacher[1], dim=-1)[..., 1] >= self.teacher_conf_threshold
-            normalizer = confident.sum() if self.kd_cls_norm == "confident" else None
-            terms["kd_cls"] = kd_class_loss(student[1], teacher[1], self.temperature, normalizer)
+            foreground = confident if self.kd_cls_norm == "balanced" else None
+            terms["kd_cls"] = kd_class_loss(student[1], teacher[1], self.temperature, foreground)
             terms["kd_box"] = kd_regression_loss(student[0], teacher[0], confident)
             terms["kd_landm"] = kd_regression_loss(student[2], teacher[2], confident)
             if features is not None:
