@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from featherface.version import __version__
 
-COMMAND_MODULES = ("models", "weights", "detect", "eval", "train", "distill", "export")
+COMMAND_MODULES = ("models", "weights", "detect", "eval", "train", "distill", "export", "benchmark")
 
 
 def build_parser() -> argparse.ArgumentParser:
