@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import cv2
-
-from featherface.progress import Progress
+from tqdm import tqdm
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".jp2", ".pgm", ".ppm"}
 
@@ -76,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                     print(f"{path}: error: could not write {target.with_suffix('.jpg')}", file=sys.stderr)
         pending.clear()
 
-    for path, name in Progress(files, desc="detect", disable=len(files) < 2):
+    for path, name in tqdm(files, desc="detect", unit="img", disable=len(files) < 2):
         try:
             pending.append((path, name, load_image(path)))
         except (ValueError, FileNotFoundError) as error:

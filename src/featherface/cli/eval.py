@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 DEFAULT_OUT = Path("runs") / "eval" / "widerface"
 MODEL_OPTIONS = ("checkpoint", "images", "input_size", "device")
@@ -39,16 +40,18 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ValueError("--model needs --images: the WIDER images folder (<event>/<image>.jpg)")
 
 
-class _ProgressLines:
-    """A ``progress(done, total)`` callback printing one stderr line per tenth of the images."""
+class _ProgressBar:
+    """A ``progress(done, total)`` callback drawing a progress bar over the images."""
 
     def __init__(self) -> None:
-        self.tenths = 0
+        self.bar: tqdm | None = None
 
     def __call__(self, done: int, total: int) -> None:
-        if done * 10 // total > self.tenths:
-            self.tenths = done * 10 // total
-            print(f"detected faces in {done}/{total} images", file=sys.stderr, flush=True)
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc="detect", unit="img")
+        self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.bar.close()
 
 
 def _predict(args: argparse.Namespace) -> Path:
@@ -64,7 +67,7 @@ def _predict(args: argparse.Namespace) -> Path:
         **WIDERFACE_DETECTOR_SETTINGS,
     )
     predictions = args.out / "predictions"
-    predict_widerface(detector, args.images, predictions, args.batch_size, progress=_ProgressLines())
+    predict_widerface(detector, args.images, predictions, args.batch_size, progress=_ProgressBar())
     print(f"wrote prediction files to {predictions}")
     return predictions
 
