@@ -44,15 +44,8 @@ def target_lines(report: bench.Report) -> list[str]:
     return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", default=None, help="write the results here")
-    parser.add_argument("--no-memory", action="store_true")
-    parser.add_argument("--update-docs", action="store_true", help="rewrite the table in docs/benchmarks.md")
-    args = parser.parse_args()
+def measure(args: argparse.Namespace) -> bench.Report:
+    """Time every candidate side by side (and their peak memory unless ``--no-memory``)."""
     if not IMAGE.is_file():
         raise SystemExit(f"needs {IMAGE}: the shared data folder beside the repository")
     torch.set_num_threads(args.threads)
@@ -69,23 +62,40 @@ def main() -> None:
     if not args.no_memory:
         bench.measure_memory(results, spec, str(IMAGE), args.threads)
     settings = {"threads": args.threads, "runs": args.runs, "warmup": args.warmup, "image": IMAGE.name}
-    report = bench.Report(results, bench.machine_info(), settings)
+    return bench.Report(results, bench.machine_info(), settings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--update-docs", action="store_true", help="rewrite the table in docs/benchmarks.md")
+    parser.add_argument("--from-json", default=None, help="print / document a saved run instead of measuring")
+    args = parser.parse_args()
+    report = bench.read_json(args.from_json) if args.from_json else measure(args)
     table = bench.format_table(report)
     targets = "\n".join(target_lines(report))
     print(table, "", targets, sep="\n")
     if args.json:
         bench.write_json(report, args.json)
     if args.update_docs:
-        docs = REPO / "docs" / "benchmarks.md"
-        machine = ", ".join(f"{k} {v}" for k, v in report.machine.items())
-        block = (
-            f"{TABLE_START}\nMachine: {machine}; {settings}.\n\n{table}\n\nTargets:\n\n{targets}\n{TABLE_END}"
-        )
-        text = docs.read_text()
-        pattern = re.compile(re.escape(TABLE_START) + ".*" + re.escape(TABLE_END), re.S)
-        docs.write_text(
-            pattern.sub(block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-        )
+        update_docs(report, table, targets)
+
+
+def update_docs(report: bench.Report, table: str, targets: str) -> None:
+    """Replace (or append) the marked results block of docs/benchmarks.md."""
+    docs = REPO / "docs" / "benchmarks.md"
+    machine = ", ".join(f"{k} {v}" for k, v in report.machine.items())
+    settings = ", ".join(f"{k} {v}" for k, v in report.settings.items())
+    block = f"{TABLE_START}\nMachine: {machine}; {settings}.\n\n{table}\n\nTargets:\n\n{targets}\n{TABLE_END}"
+    text = docs.read_text()
+    pattern = re.compile(re.escape(TABLE_START) + ".*" + re.escape(TABLE_END), re.S)
+    docs.write_text(
+        pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def test_every_peer_finds_the_face_with_its_input_convention(photo, size):
         assert face_score(candidate.name, candidate.build(photo, size, 2)()) > 0.8, candidate.name
 
 
-def test_run_benchmark_times_each_candidate_per_size(photo):
+def test_run_benchmark_times_each_candidate_per_size(photo, tmp_path):
     torch.manual_seed(0)
     v2 = bench.Candidate("V2", "pytorch", bench._torch_runner(lambda: bench_model()), "fused")
     peers = bench.peer_candidates(shared_path("peers"))[1:2]
@@ -60,6 +60,8 @@ def test_run_benchmark_times_each_candidate_per_size(photo):
     assert report.ratio("V2 pytorch", "V2 pytorch", 96) == 1.0
     table = bench.format_table(report)
     assert table.count("\n") == len(results) + 1 and "128×96" in table
+    bench.write_json(report, tmp_path / "report.json")
+    assert bench.read_json(tmp_path / "report.json").results == results
 
 
 def bench_model() -> torch.nn.Module:

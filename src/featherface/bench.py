@@ -363,6 +363,12 @@ def write_json(report: Report, path: str | os.PathLike) -> None:
     Path(path).write_text(json.dumps(payload, indent=2) + "\n")
 
 
+def read_json(path: str | os.PathLike) -> Report:
+    """A report written by :func:`write_json`."""
+    payload = json.loads(Path(path).read_text())
+    return Report([Result(**r) for r in payload["results"]], payload["machine"], payload.get("settings", {}))
+
+
 def default_onnx_dir() -> Path:
     """Where exported benchmark models are cached between runs."""
     return Path(tempfile.gettempdir()) / "featherface-bench"
