@@ -2,7 +2,8 @@
 
 Every candidate is timed on the network call alone (no pre- or post-processing), on inputs made
 from real photos with the candidate's own input convention. Timing is interleaved — each round
-runs every candidate once — so a change of machine load hits all rows alike. Peak memory is
+runs every candidate of one backend once — so a change of machine load hits those rows alike;
+backends take turns so that no runtime's idle threads compete with another's. Peak memory is
 measured in a fresh process per candidate (largest resident set minus the set after imports).
 """
 
@@ -266,25 +267,26 @@ def run_benchmark(
     warmup: int = 5,
     threads: int = 2,
 ) -> list[Result]:
-    """Time every candidate at every size; results in candidate order, sizes in the given order."""
+    """Time every candidate at every size; results in candidate order within each size.
+
+    Candidates of one backend are interleaved with each other; backends run one after another
+    (their sessions closed in between), so one runtime's idle worker threads never compete with
+    another's timed call.
+    """
     if runs < 1 or warmup < 0:
         raise ValueError(f"runs must be ≥ 1 and warmup ≥ 0, got runs={runs}, warmup={warmup}")
     results = []
     for size in sizes:
-        runners = [c.build(image, size, threads) for c in candidates]
-        for candidate, times in zip(candidates, time_interleaved(runners, runs, warmup)):
-            median, p90 = np.percentile(times, [50, 90])
-            results.append(
-                Result(
-                    candidate.name,
-                    candidate.backend,
-                    *size,
-                    float(median),
-                    float(p90),
-                    runs,
-                    note=candidate.note,
-                )
-            )
+        timed: dict[int, Result] = {}
+        for backend in dict.fromkeys(c.backend for c in candidates):
+            group = [i for i, c in enumerate(candidates) if c.backend == backend]
+            runners = [candidates[i].build(image, size, threads) for i in group]
+            for i, times in zip(group, time_interleaved(runners, runs, warmup)):
+                median, p90 = np.percentile(times, [50, 90])
+                c = candidates[i]
+                timed[i] = Result(c.name, c.backend, *size, float(median), float(p90), runs, note=c.note)
+            del runners
+        results += [timed[i] for i in range(len(candidates))]
     return results
 
 
