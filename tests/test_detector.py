@@ -316,3 +316,9 @@ def test_stream_is_lazy_over_iterables_and_video(detector, tmp_path):
     assert sum(len(r) for r in results) >= 2
     with pytest.raises(ValueError, match="not opened"):
         list(detector.stream(cv2.VideoCapture(str(tmp_path / "missing.avi"))))
+
+
+def test_packaged_v2_detects_faces_in_a_real_photo():
+    faces = FaceDetector("featherface_v2", device="cpu")(dlib("2008_002470.jpg"))
+    assert len(faces) >= 4  # six people face the camera in this photo
+    assert faces.scores.min() >= 0.5

@@ -103,6 +103,28 @@ def test_missing_and_unsupported_files(tmp_path):
         featherface_v1(checkpoint_path=broken)
 
 
-def test_v2_has_no_pretrained_weights_yet():
-    with pytest.raises(WeightsError, match="no pretrained weights"):
-        featherface_v2(pretrained=True)
+def test_v2_weights_ship_inside_the_package_and_load_offline(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from featherface.weights import resolve_pretrained
+
+    path = resolve_pretrained("featherface_v2.widerface_kd")
+    assert path.is_file() and path.parent.name == "pretrained"
+    assert sha256_file(path) == get_model_cfg("featherface_v2").weights_cfg().sha256
+    code = (
+        "import numpy as np, featherface\n"
+        "model = featherface.featherface_v2(pretrained=True)\n"
+        "print('tag', model.pretrained_cfg.tag, 'training', model.training)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(
+        HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "empty-cache"), HF_ENDPOINT="http://127.0.0.1:9"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert "tag widerface_kd training False" in result.stdout
+    assert not (tmp_path / "empty-cache").exists()

@@ -211,6 +211,11 @@ FEATHERFACE_V1_LEGACY_KEYS: tuple[tuple[str, str], ...] = (
 )
 
 
+WIDERFACE_DEV_PROTOCOL = (
+    "668 WIDER FACE val images (every 5th image of each event) at original size, official "
+    "protocol; FaceDetector with score 0.02, NMS 0.4, top 750; measured with featherface"
+)
+
 FEATHERFACE_V1_WIDERFACE = WeightsCfg(
     tag="widerface",
     num_params=592_371,
@@ -226,6 +231,12 @@ FEATHERFACE_V1_WIDERFACE = WeightsCfg(
             "medium": 0.9024,
             "hard": 0.7808,
             "protocol": "WIDER FACE val (3,226 images) at original size, as reported by the authors",
+        },
+        "widerface_val_dev": {
+            "easy": 0.9321,
+            "medium": 0.9092,
+            "hard": 0.7930,
+            "protocol": WIDERFACE_DEV_PROTOCOL,
         },
     },
     description="Trained on WIDER FACE train by the FeatherFace authors.",
@@ -243,11 +254,34 @@ register_model(
     )
 )
 
+FEATHERFACE_V2_WIDERFACE_KD = WeightsCfg(
+    tag="widerface_kd",
+    num_params=261_626,
+    license="MIT",
+    source="featherface: distilled from featherface_v1.widerface on 999 WIDER FACE train images "
+    "(recipes/featherface_v2_widerface_kd.sh, stages 1 and 2; see docs/training.md)",
+    hf_hub_id="featherface/featherface-v2-widerface-kd",
+    revision="v0.1.0",
+    sha256="571cbd52837e37690b1275fec221e8b826669f389198afede6a596dd03636590",
+    package_file="pretrained/featherface_v2_widerface_kd.safetensors",
+    metrics={
+        "widerface_val_dev": {
+            "easy": 0.8290,
+            "medium": 0.8107,
+            "hard": 0.5079,
+            "protocol": WIDERFACE_DEV_PROTOCOL,
+        },
+    },
+    description="Knowledge-distilled student of FeatherFace V1; shipped inside the package.",
+)
+
 register_model(
     ModelCfg(
         arch="featherface_v2",
         builder=build_featherface_v2,
         num_params=261_626,
         description="MobileNetV1-0.25 + shared CBAM + BiFPN (2 cells, 32 ch) + grouped SSH + shared heads",
+        weights={"widerface_kd": FEATHERFACE_V2_WIDERFACE_KD},
+        default_tag="widerface_kd",
     )
 )

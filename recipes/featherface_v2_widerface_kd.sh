@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# FeatherFace V2 ← V1 knowledge distillation on WIDER FACE train images (the featherface_v2.widerface_kd recipe).
+#
+#   bash recipes/featherface_v2_widerface_kd.sh [DATA] [OUT]
+#
+# DATA holds label.txt (RetinaFace format; boxes only is fine — the teacher supplies landmarks)
+# and images/; default ../shared/data/widerface_train1000. Every stage writes OUT/<stage>/ with
+# log.jsonl, checkpoints/last.pt (after every epoch) and model.safetensors, and resumes when run
+# again. Add --device cuda (and a larger --workers) on a GPU; the numbers in docs/training.md
+# were measured with batch 32 at 640×640 on one GPU.
+set -euo pipefail
+DATA=${1:-../shared/data/widerface_train1000}
+OUT=${2:-runs/featherface_v2_widerface_kd}
+TEACHER=${TEACHER:-../shared/weights/featherface_v1_widerface.pth}
+COMMON=(--teacher featherface_v1 --teacher-checkpoint "$TEACHER" --student featherface_v2
+        --labels "$DATA/label.txt" --images "$DATA/images" --image-size 640 --batch-size 32
+        --workers "${WORKERS:-2}" --ema --mixup 0.1 --cutmix 0.1 --dropblock 0.1
+        --loss-weight kd_feat=1.0 --temperature 4 --alpha 0.7)
+resume() { [ -f "$1/checkpoints/last.pt" ] && echo --resume || true; }
+
+# Stage 1: the student's MobileNetV1-0.25 body starts from the teacher's (trained on all of WIDER
+# FACE train); neck, context modules and heads from scratch. 40 epochs, warm-up 2, peak lr 1e-3.
+featherface distill "${COMMON[@]}" --init-body teacher --epochs 40 --lr 1e-3 --warmup-epochs 2 \
+    --output "$OUT/stage1" $(resume "$OUT/stage1")
+
+# Stage 2: continue from stage 1 with foreground/background-balanced class distillation.
+featherface distill "${COMMON[@]}" --student-checkpoint "$OUT/stage1/model.safetensors" \
+    --kd-cls-norm balanced --epochs 14 --lr 5e-4 --warmup-epochs 1 \
+    --output "$OUT/stage2" $(resume "$OUT/stage2")
