@@ -1,9 +1,9 @@
 """Latency harness: FeatherFace (PyTorch and ONNX Runtime) against peer face detectors on real images.
 
 Every candidate is timed on the network call alone (no pre- or post-processing), on inputs made
-from real photos with the candidate's own input convention. Timing is interleaved — each round
-runs every candidate of one backend once — so a change of machine load hits those rows alike;
-backends take turns so that no runtime's idle threads compete with another's. Peak memory is
+from real photos with the candidate's own input convention. Timing runs in rounds — in each, every
+candidate of one backend makes a block of calls — so a drift of machine load hits those rows
+alike; backends take turns so that no runtime's idle threads compete with another's. Peak memory is
 measured in a fresh process per candidate (largest resident set minus the set after imports).
 """
 
@@ -240,22 +240,26 @@ def featherface_candidates(
     ]
 
 
-def time_interleaved(runners: list[Runner], runs: int, warmup: int, pause: float = 0.02) -> list[list[float]]:
-    """Milliseconds per call of each runner: ``warmup`` untimed rounds, then ``runs`` timed rounds.
+def time_interleaved(runners: list[Runner], runs: int, warmup: int, blocks: int = 3) -> list[list[float]]:
+    """Milliseconds per call of each runner: ``warmup`` untimed calls each, then ``runs`` timed calls.
 
-    Each call follows a ``pause`` (seconds) so the previous runtime's worker threads stop spinning
-    before the next one starts.
+    The timed calls come in ``blocks`` rounds; in each round every runner makes one untimed call
+    (which wakes its runtime's threads while the previous runtime's go idle) and then its share of
+    timed calls back to back. Slow drifts of machine load thus reach every runner alike.
     """
-    for _ in range(warmup):
-        for run in runners:
+    for run in runners:
+        for _ in range(warmup):
             run()
     times: list[list[float]] = [[] for _ in runners]
-    for _ in range(runs):
+    per_block = -(-runs // blocks)
+    while len(times[0]) < runs:
+        count = min(per_block, runs - len(times[0]))
         for i, run in enumerate(runners):
-            time.sleep(pause)
-            start = time.perf_counter()
             run()
-            times[i].append((time.perf_counter() - start) * 1e3)
+            for _ in range(count):
+                start = time.perf_counter()
+                run()
+                times[i].append((time.perf_counter() - start) * 1e3)
     return times
 
 
