@@ -47,7 +47,7 @@ def deform_parity(device: torch.device) -> list[dict]:
         ]
         outputs, grads = {}, {}
         for impl in ("fast", "torchvision"):
-            inputs = [t.to(device).requires_grad_() for t in tensors]
+            inputs = [t.to(device).clone().requires_grad_() for t in tensors]
             out = deform_conv3x3(*inputs, impl=impl)
             out.square().mean().backward()
             outputs[impl], grads[impl] = out.detach(), [t.grad for t in inputs]
