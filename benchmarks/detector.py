@@ -1,6 +1,6 @@
 """Per-stage latency of FaceDetector: preprocess / forward / decode+NMS, V1 and V2, batch 1 and 8.
 
-    python benchmarks/detector.py [--runs 20] [--threads 2] [--json benchmarks/results/detector.json]
+    python benchmarks/detector.py [--runs 20] [--threads 2] [--json runs/benchmarks/detector.json]
 
 Input: a real photo resized to 640×480. Prints a table (median ms per batch) and writes JSON.
 """
@@ -55,7 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "detector.json"))
+    parser.add_argument("--json", default=str(ROOT / "runs" / "benchmarks" / "detector.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     photo = cv2.resize(cv2.imread(str(SHARED / "data" / "dlib_faces" / "2008_002470.jpg")), (640, 480))

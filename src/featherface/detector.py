@@ -73,6 +73,9 @@ class FaceDetector:
             shrunk, then boxes and landmarks are mapped back to original pixels).
         backend: ``"torch"``, or ``"onnxruntime"`` to run a file written by ``featherface export
             onnx`` (``model`` is its path) with the same pre- and post-processing.
+        fuse: run a fused copy of a FeatherFace model (batch norms and shuffles folded into
+            convs, channels-last; same outputs within 1e-4, faster). The module you pass is not
+            changed.
 
     Calling the detector on one image returns :class:`Faces`; on a list (sizes may differ) or an
     ``N×C×H×W`` tensor it returns ``list[Faces]``. One detector may be used from several threads.
@@ -91,6 +94,7 @@ class FaceDetector:
         max_faces: int = 750,
         input_size: int | None = None,
         backend: str = "torch",
+        fuse: bool = True,
     ) -> None:
         self.device = _resolve_device(device)
         if half and self.device.type != "cuda":
@@ -119,7 +123,10 @@ class FaceDetector:
         self._check_settings(top_k, max_faces, input_size)
         self.top_k, self.max_faces, self.input_size = top_k, max_faces, input_size
         self.half = half
-        self.model = model.eval().to(self.device)
+        model = model.eval()
+        if fuse and callable(getattr(model, "fuse", None)):
+            model = model.fuse()
+        self.model = model.to(self.device)
         self._mean = torch.tensor(self.input_cfg.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(self.input_cfg.std, device=self.device).view(1, 3, 1, 1)
 
