@@ -1,6 +1,6 @@
 """Regenerate the documentation figures from the shared data (run from the repository root).
 
-    python docs/make_figures.py
+python docs/make_figures.py
 """
 
 from __future__ import annotations
