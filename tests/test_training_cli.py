@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -11,6 +12,8 @@ import torch
 
 from featherface import create_model
 from featherface.cli import main
+from featherface.models import registry
+from featherface.models.registry import get_model_cfg
 from featherface.training.logs import read_log
 
 from .conftest import REPO, shared_path
@@ -50,12 +53,22 @@ def test_train_then_resume_for_more_epochs(tmp_path, capsys):
     create_model("featherface_v2", checkpoint_path=out)
 
 
-def test_cli_errors_say_what_to_do(tmp_path, capsys):
+@pytest.fixture
+def unweighted_arch(monkeypatch):
+    """A copy of featherface_v2 registered under a new name with no published weights."""
+    cfg = dataclasses.replace(
+        get_model_cfg("featherface_v2"), arch="v2_no_weights", weights={}, default_tag=None
+    )
+    monkeypatch.setitem(registry._REGISTRY, cfg.arch, cfg)
+    return cfg.arch
+
+
+def test_cli_errors_say_what_to_do(tmp_path, capsys, unweighted_arch):
     images = str(shared_path("data", "dlib_faces"))
-    common = ["--images", images, "--epochs", "1", "--output", str(tmp_path)]
+    common = ["--images", images, "--epochs", "1", "--workers", "0", "--output", str(tmp_path)]
     assert main(["train", "--model", "featherface_v2", *common]) == 2
     assert "train needs --labels" in capsys.readouterr().err
-    assert main(["distill", "--teacher", "featherface_v2", "--student", "featherface_v2", *common]) == 2
+    assert main(["distill", "--teacher", unweighted_arch, "--student", "featherface_v2", *common]) == 2
     assert "has no pretrained weights: pass --teacher-checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--model", "featherface_v2", *common, "--loss-weight", "box=1"])

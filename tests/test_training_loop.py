@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -182,3 +184,17 @@ def test_body_from_imagenet_checkpoint_and_from_teacher(teacher, tmp_path):
     torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "head_only.pth")
     with pytest.raises(ValueError, match="no MobileNetV1 body weights"):
         load_body(student, tmp_path / "head_only.pth")
+
+
+@pytest.mark.timeout(120)
+def test_loader_workers_after_opencv_used_its_threads():
+    """Forked loader workers must not touch OpenCV's thread pool: reconfiguring the pool the parent
+    left behind deadlocks the worker (seen as a silent hang of ``distill`` after any cv2 call)."""
+    frame = np.random.default_rng(0).integers(0, 255, (1500, 1500, 3), dtype=np.uint8)
+    for _ in range(3):
+        cv2.GaussianBlur(frame, (9, 9), 0)
+    dataset = small_labeled_set()
+    loader = make_loader(dataset, 2, num_workers=2, shuffle=False)
+    batches = list(loader)
+    assert [len(b.paths) for b in batches] == [2, 2]
+    assert batches[0].paths == [dataset[0].path, dataset[1].path]

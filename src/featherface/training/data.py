@@ -225,11 +225,6 @@ def collate(samples: Sequence[Sample]) -> Batch:
     return Batch(images, targets, [s.path for s in samples])
 
 
-def _single_threaded_opencv(worker_id: int) -> None:
-    """Loader workers are processes already: OpenCV threads inside them only oversubscribe the cores."""
-    cv2.setNumThreads(1)
-
-
 def make_loader(
     dataset: Dataset,
     batch_size: int,
@@ -258,5 +253,4 @@ def make_loader(
         collate_fn=collate,
         drop_last=drop_last,
         pin_memory=torch.cuda.is_available(),
-        worker_init_fn=_single_threaded_opencv if num_workers > 0 else None,
     )
