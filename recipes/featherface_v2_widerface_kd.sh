@@ -5,9 +5,10 @@
 #
 # DATA holds label.txt (RetinaFace format; boxes only is fine — the teacher supplies landmarks)
 # and images/; default ../shared/data/widerface_train1000. Every stage writes OUT/<stage>/ with
-# log.jsonl, checkpoints/last.pt (after every epoch) and model.safetensors, and resumes when run
-# again. Add --device cuda (and a larger --workers) on a GPU; the numbers in docs/training.md
-# were measured with batch 32 at 640×640 on one GPU.
+# log.jsonl, checkpoints/last.pt (after every epoch), epochs/ (every 2nd epoch's weights, for
+# recipes/training_curve.py) and model.safetensors, and resumes when run again. Add --device cuda
+# (and a larger --workers) on a GPU; the numbers in docs/training.md were measured with batch 32
+# at 640×640 on one GPU.
 set -euo pipefail
 DATA=${1:-../shared/data/widerface_train1000}
 OUT=${2:-runs/featherface_v2_widerface_kd}
@@ -15,7 +16,7 @@ TEACHER=${TEACHER:-../shared/weights/featherface_v1_widerface.pth}
 COMMON=(--teacher featherface_v1 --teacher-checkpoint "$TEACHER" --student featherface_v2
         --labels "$DATA/label.txt" --images "$DATA/images" --image-size 640 --batch-size 32
         --workers "${WORKERS:-2}" --ema --mixup 0.1 --cutmix 0.1 --dropblock 0.1
-        --loss-weight kd_feat=1.0 --temperature 4 --alpha 0.7)
+        --loss-weight kd_feat=1.0 --temperature 4 --alpha 0.7 --save-every 2)
 resume() { [ -f "$1/checkpoints/last.pt" ] && echo --resume || true; }
 
 # Stage 1: the student's MobileNetV1-0.25 body starts from the teacher's (trained on all of WIDER

@@ -22,6 +22,16 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+def link_subset200_images(tmp_path: Path, count: int) -> Path:
+    """The first ``count`` subset200 Parade images in the official layout (linked, not copied)."""
+    event = shared_path("data", "wider_val_subset200", "images", "0--Parade")
+    folder = tmp_path / "images" / event.name
+    folder.mkdir(parents=True)
+    for image in sorted(event.iterdir())[:count]:
+        (folder / image.name).symlink_to(image)
+    return folder.parent
+
+
 @pytest.fixture(scope="session")
 def v1_checkpoint() -> Path:
     return shared_path("weights", "featherface_v1_widerface.pth")

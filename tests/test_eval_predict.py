@@ -10,7 +10,7 @@ import pytest
 from featherface.cli import main
 from featherface.eval import evaluate_widerface, read_widerface_predictions
 from featherface.eval.predict import WIDERFACE_DETECTOR_SETTINGS, predict_widerface, xyxy_to_widerface
-from tests.conftest import shared_path
+from tests.conftest import link_subset200_images, shared_path
 
 # The reference evaluator's numbers for the original V1 pipeline on subset200 (issue 4).
 REFERENCE_AP = {"easy": 0.742775, "medium": 0.629156, "hard": 0.334755}
@@ -25,19 +25,9 @@ def detector(v1_checkpoint):
     )
 
 
-def link_images(tmp_path, count: int):
-    """The first ``count`` subset200 images in the official layout (linked, not copied)."""
-    event = shared_path("data", "wider_val_subset200", "images", "0--Parade")
-    folder = tmp_path / "images" / event.name
-    folder.mkdir(parents=True)
-    for image in sorted(event.iterdir())[:count]:
-        (folder / image.name).symlink_to(image)
-    return folder.parent
-
-
 @pytest.fixture
 def two_images(tmp_path):
-    return link_images(tmp_path, 2)
+    return link_subset200_images(tmp_path, 2)
 
 
 def test_xyxy_to_widerface_counts_pixels_inclusively():
@@ -83,7 +73,7 @@ def test_image_folder_errors(detector, tmp_path):
 
 def test_cli_runs_the_detector_then_scores(v1_checkpoint, tmp_path, capsys):
     gt = shared_path("data", "wider_val_subset200", "gt")
-    one_image = link_images(tmp_path, 1)
+    one_image = link_subset200_images(tmp_path, 1)
     out = tmp_path / "out"
     args = ["eval", "widerface", "--model", "featherface_v1", "--checkpoint", str(v1_checkpoint)]
     args += ["--images", str(one_image), "--gt", str(gt), "--out", str(out), "--device", "cpu"]

@@ -139,6 +139,19 @@ def test_outputs_log_checkpoint_and_export(tmp_path):
         create_model("featherface_v2", checkpoint_path=tmp_path / "checkpoints")
 
 
+def test_save_every_writes_the_weights_of_those_epochs(tmp_path):
+    model = _student()
+    loader = make_loader(small_labeled_set(), 2)
+    train(model, loader, epochs=3, ema=True, save_every=2, output_dir=tmp_path, progress=False)
+    assert sorted(p.name for p in (tmp_path / "epochs").iterdir()) == ["epoch_002.safetensors"]
+    at_two = create_model("featherface_v2", checkpoint_path=tmp_path / "epochs" / "epoch_002.safetensors")
+    final = create_model("featherface_v2", checkpoint_path=tmp_path)
+    pairs = zip(at_two.state_dict().values(), final.state_dict().values())
+    assert any(not torch.equal(a, b) for a, b in pairs)  # epoch 3 moved the EMA on
+    with pytest.raises(ValueError, match="save_every must be 0"):
+        train(featherface_v2(), loader, epochs=1, save_every=-1)
+
+
 def test_unlabelled_images_need_a_teacher():
     dataset = ImageFolderDataset(shared_path("data", "dlib_faces"), TrainAugment(IMAGE_SIZE))
     with pytest.raises(ValueError, match="unlabelled images, which only distillation can use"):

@@ -70,6 +70,13 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
         "--output", required=True, help="folder for log.jsonl, checkpoints/ and model.safetensors"
     )
     out.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/last.pt")
+    out.add_argument(
+        "--save-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also write the weights every N epochs to OUTPUT/epochs/epoch_NNN.safetensors (0: off)",
+    )
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -102,6 +109,7 @@ def loop_options(args: argparse.Namespace) -> dict[str, object]:
         "cutmix": args.cutmix,
         "dropblock": args.dropblock,
         "progress": not args.no_progress,
+        "save_every": args.save_every,
     }
 
 

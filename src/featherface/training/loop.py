@@ -40,9 +40,11 @@ from featherface.training.mix import BatchMix
 from featherface.training.optim import ModelEma, adamw, warmup_cosine
 from featherface.training.student import TrainableStudent, feature_adapters, neck_channels
 from featherface.training.teacher import pseudo_label
-from featherface.weights import load_state_dict_strict
+from featherface.weights import load_state_dict_strict, save_safetensors
 
 CHECKPOINT_PATH = Path("checkpoints") / "last.pt"
+#: Where ``save_every`` writes the weights of an epoch, relative to the output folder.
+EPOCH_WEIGHTS = "epochs/epoch_{epoch:03d}.safetensors"
 
 
 @dataclass
@@ -69,6 +71,7 @@ class TrainConfig:
     iou_threshold: float = IOU_THRESHOLD
     pseudo_label_threshold: float = 0.5
     progress: bool = True
+    save_every: int = 0
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -77,6 +80,8 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be non-negative, got {self.warmup_epochs}")
+        if self.save_every < 0:
+            raise ValueError(f"save_every must be 0 (off) or a number of epochs, got {self.save_every}")
         for name in ("device", "output_dir"):
             value = getattr(self, name)
             if value is not None:
@@ -255,6 +260,7 @@ class Trainer:
             for epoch in range(self.epoch, self.config.epochs):
                 self._run_epoch(epoch)
                 self.save()
+                self.save_epoch_weights()
             self.finish()
         finally:
             distributed.teardown(self.dist)
@@ -315,6 +321,16 @@ class Trainer:
             "config": asdict(self.config),
         }
         return save_checkpoint(payload, self.output_dir / CHECKPOINT_PATH)
+
+    def save_epoch_weights(self) -> Path | None:
+        """Every ``save_every`` epochs, write the weights (the EMA if enabled) to
+        ``epochs/epoch_NNN.safetensors`` for a per-epoch evaluation (rank 0)."""
+        every = self.config.save_every
+        if self.output_dir is None or not every or self.epoch % every or not self.dist.is_main:
+            return None
+        weights = self.ema.module if self.ema is not None else self.model
+        path = self.output_dir / EPOCH_WEIGHTS.format(epoch=self.epoch)
+        return save_safetensors(weights.state_dict(), path, {"arch": str(getattr(weights, "arch", None))})
 
     def resume(self, path: str | os.PathLike) -> None:
         """Continue from a checkpoint written by :meth:`save`: weights, optimiser, schedule, EMA, RNG."""

@@ -1,0 +1,34 @@
+"""The scripts in recipes/ on real data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from featherface import featherface_v2
+from featherface.training import LabeledFaceDataset, TrainAugment, make_loader, train
+from featherface.training.labels import read_retinaface_labels
+from tests.conftest import REPO, link_subset200_images, shared_path
+
+
+def test_training_curve_of_two_consecutive_runs(tmp_path):
+    labels = read_retinaface_labels(shared_path("data", "widerface_train1000", "label.txt"))[:4]
+    loader = make_loader(LabeledFaceDataset(labels, TrainAugment(128)), 2)
+    model = featherface_v2()
+    first, second = tmp_path / "stage1", tmp_path / "stage2"
+    train(model, loader, epochs=2, save_every=1, output_dir=first, progress=False)
+    train(model, loader, epochs=1, output_dir=second, progress=False)
+    images = link_subset200_images(tmp_path, 3)
+    command = [sys.executable, str(REPO / "recipes" / "training_curve.py"), str(first), str(second)]
+    command += ["--model", "featherface_v2", "--images", str(images), "--device", "cpu"]
+    gt = shared_path("data", "wider_val_subset200", "gt")
+    command += ["--gt", str(gt), "--out", str(tmp_path / "curve")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((tmp_path / "curve" / "curve.json").read_text())
+    assert [(r["epoch"], r["run"]) for r in rows] == [(1, str(first)), (2, str(first)), (3, str(second))]
+    for row in rows:  # epoch 1 from epochs/, epoch 2 from stage 1's export, epoch 3 from stage 2's
+        assert row["loss"] > 0 and all(0.0 <= row[s] <= 1.0 for s in ("easy", "medium", "hard"))
+    assert (tmp_path / "curve" / "curve.png").stat().st_size > 0
+    assert "   3  loss" in result.stdout
