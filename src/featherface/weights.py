@@ -12,6 +12,7 @@ import json
 import os
 import re
 import tempfile
+import warnings
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -67,7 +68,10 @@ def read_legacy_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     Accepts a plain state dict or one nested under ``state_dict`` / ``model``.
     """
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # Checkpoints of the original code use pickle protocol 4, which weights_only reads fine.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise WeightsError(
             f"cannot read {path} as a PyTorch checkpoint with weights_only=True ({error}). Only plain "
