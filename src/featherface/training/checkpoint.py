@@ -95,15 +95,19 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, object]:
     return payload
 
 
+def save_model_weights(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Write ``model``'s state dict atomically as safetensors, its ``arch`` in the metadata."""
+    return save_safetensors(model.state_dict(), path, {"arch": str(getattr(model, "arch", None))})
+
+
 def export_model(model: nn.Module, output_dir: str | os.PathLike, config: Mapping[str, object]) -> Path:
     """Write ``model.safetensors`` and ``config.json`` (``arch`` plus ``config``) into ``output_dir``.
 
     ``create_model(arch, checkpoint_path=output_dir)`` loads the result. Returns the weights path.
     """
     output_dir = Path(output_dir)
-    arch = getattr(model, "arch", None)
-    document = {"arch": arch, "format": "featherface-weights", **config}
-    weights = save_safetensors(model.state_dict(), output_dir / EXPORT_WEIGHTS_FILE, {"arch": str(arch)})
+    document = {"arch": getattr(model, "arch", None), "format": "featherface-weights", **config}
+    weights = save_model_weights(model, output_dir / EXPORT_WEIGHTS_FILE)
     text = json.dumps(document, indent=2, sort_keys=True) + "\n"
     _atomic_write(output_dir / EXPORT_CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
     return weights

@@ -30,6 +30,7 @@ from featherface.training.checkpoint import (
     restore_rng_state,
     rng_state,
     save_checkpoint,
+    save_model_weights,
     seed_everything,
 )
 from featherface.training.data import Batch, Target
@@ -40,7 +41,7 @@ from featherface.training.mix import BatchMix
 from featherface.training.optim import ModelEma, adamw, warmup_cosine
 from featherface.training.student import TrainableStudent, feature_adapters, neck_channels
 from featherface.training.teacher import pseudo_label
-from featherface.weights import load_state_dict_strict, save_safetensors
+from featherface.weights import load_state_dict_strict
 
 CHECKPOINT_PATH = Path("checkpoints") / "last.pt"
 #: Where ``save_every`` writes the weights of an epoch, relative to the output folder.
@@ -329,8 +330,7 @@ class Trainer:
         if self.output_dir is None or not every or self.epoch % every or not self.dist.is_main:
             return None
         weights = self.ema.module if self.ema is not None else self.model
-        path = self.output_dir / EPOCH_WEIGHTS.format(epoch=self.epoch)
-        return save_safetensors(weights.state_dict(), path, {"arch": str(getattr(weights, "arch", None))})
+        return save_model_weights(weights, self.output_dir / EPOCH_WEIGHTS.format(epoch=self.epoch))
 
     def resume(self, path: str | os.PathLike) -> None:
         """Continue from a checkpoint written by :meth:`save`: weights, optimiser, schedule, EMA, RNG."""
