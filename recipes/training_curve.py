@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import tempfile
 from pathlib import Path
 
@@ -24,17 +23,19 @@ from featherface import FaceDetector
 from featherface.eval import evaluate_widerface
 from featherface.eval.predict import WIDERFACE_DETECTOR_SETTINGS, predict_widerface
 from featherface.training.logs import read_log
+from featherface.training.loop import EPOCH_WEIGHTS
+from featherface.weights import EXPORT_WEIGHTS_FILE
 
 SETTINGS = ("easy", "medium", "hard")
 
 
-def epoch_weights(run: Path, epochs_run: int) -> dict[int, Path]:
-    """``{epoch: weights}`` of one run: ``epochs/epoch_NNN.safetensors`` and the final export."""
-    files = sorted(run.glob("epochs/epoch_*.safetensors"))
-    found = {int(re.search(r"(\d+)", path.stem).group(1)): path for path in files}
-    if (run / "model.safetensors").is_file():
-        found.setdefault(epochs_run, run / "model.safetensors")
-    return found
+def epoch_weights(run: Path, epoch: int, last_epoch: int) -> Path | None:
+    """The weights ``--save-every`` kept for ``epoch`` (the final export for the last), if any."""
+    saved = run / EPOCH_WEIGHTS.format(epoch=epoch)
+    if saved.is_file():
+        return saved
+    final = run / EXPORT_WEIGHTS_FILE
+    return final if epoch == last_epoch and final.is_file() else None
 
 
 def evaluate(model: str, weights: Path, images: Path, gt: Path, device: str | None) -> dict[str, float]:
@@ -60,11 +61,11 @@ def main() -> None:
         epochs = {r["epoch"]: r for r in read_log(run / "log.jsonl") if r["kind"] == "epoch"}
         if not epochs:
             raise SystemExit(f"{run / 'log.jsonl'} has no finished epoch")
-        weights = epoch_weights(run, max(epochs))
         for epoch, record in sorted(epochs.items()):
             row = {"run": str(run), "epoch": offset + epoch, "loss": record["loss"]}
-            if epoch in weights:
-                row.update(evaluate(args.model, weights[epoch], args.images, args.gt, args.device))
+            weights = epoch_weights(run, epoch, max(epochs))
+            if weights is not None:
+                row.update(evaluate(args.model, weights, args.images, args.gt, args.device))
             rows.append(row)
             ap = " ".join(f"{row[s]:.4f}" if s in row else "  -   " for s in SETTINGS)
             print(f"{row['epoch']:4d}  loss {row['loss']:8.4f}  AP {ap}  {run.name}", flush=True)
