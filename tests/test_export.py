@@ -19,6 +19,7 @@ from featherface.export import (
     export_torchscript,
     raise_if_off,
 )
+from featherface.models.bifpn import max_pool_same
 from featherface.models.deform import set_deform_impl
 from featherface.models.padding import valid_region
 from featherface.models.registry import InputCfg
@@ -123,3 +124,41 @@ def test_bad_export_requests_are_explained(tmp_path, v1_onnx):
         FaceDetector(str(v1_onnx), backend="tensorrt", device="cpu")
     with pytest.raises(ValueError, match="export the checkpoint first"):
         FaceDetector(str(v1_onnx), backend="onnxruntime", device="cpu", checkpoint_path="w.pth")
+
+
+class _SamePool(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return max_pool_same(x)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("size", [(15, 20), (17, 33), (8, 9), (30, 40)])
+def test_exported_same_pool_keeps_the_alignment_of_every_size(tmp_path, size):
+    """The pool's padding comes from the traced size; ONNX integer division truncates where
+    Python floors, so only non-negative arithmetic on sizes may be recorded."""
+    import onnxruntime
+
+    path = tmp_path / "pool.onnx"
+    axes = {"x": {0: "batch", 2: "height", 3: "width"}}
+    with torch.no_grad():
+        torch.onnx.export(
+            _SamePool(),
+            (torch.zeros(1, 4, 30, 40),),
+            str(path),
+            dynamo=False,
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes=axes,
+            opset_version=17,
+        )
+    x = torch.randn(2, 4, *size) - 1  # mostly negative: zero padding must win at the borders
+    (actual,) = onnxruntime.InferenceSession(str(path)).run(None, {"x": x.numpy()})
+    np.testing.assert_array_equal(actual, max_pool_same(x).numpy())
+
+
+def test_v2_onnx_export_is_faithful_at_even_and_odd_sizes(tmp_path):
+    model = featherface_v2(pretrained=True).eval()
+    images = [dlib("2008_002470.jpg"), dlib("dogs.jpg")]
+    report = export_onnx(model, tmp_path / "v2.onnx", dynamic=True, check_images=images)
+    assert sorted(report.max_abs_diff) == ["1x333x517", "1x480x640", "2x97x131"]
+    assert max(report.max_abs_diff.values()) <= 1e-4

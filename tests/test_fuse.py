@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import cv2
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ import torch
 
 from featherface import featherface_v2
 from featherface.models.context import ChannelShuffle
-from featherface.models.fuse import fold_channel_shuffle, fuse_model
+from featherface.models.fuse import fold_channel_shuffle, fuse_model, ungroup_conv, ungroup_convs
 from featherface.models.fused import FusedDeformSSH, MergedHeads
 from tests.conftest import shared_path
 
@@ -76,3 +78,29 @@ def test_channel_shuffle_folds_into_a_following_pointwise_conv(groups):
     x = torch.randn(2, 32, 5, 6)
     with torch.no_grad():
         torch.testing.assert_close(fold_channel_shuffle(shuffle, conv)(x), conv(shuffle(x)))
+
+
+@pytest.mark.parametrize(
+    ("channels", "out", "groups", "kernel"), [(16, 32, 4, 1), (16, 16, 4, 3), (32, 16, 2, 3)]
+)
+def test_a_grouped_conv_and_its_ungrouped_equal_agree(channels, out, groups, kernel):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(channels, out, kernel, padding=kernel // 2, groups=groups)
+    x = torch.randn(2, channels, 7, 9)
+    dense = ungroup_conv(conv)
+    assert dense.groups == 1 and dense.weight.shape == (out, channels, kernel, kernel)
+    with torch.no_grad():
+        torch.testing.assert_close(dense(x), conv(x), rtol=0, atol=1e-6)
+
+
+def test_ungrouped_v2_keeps_its_outputs_and_only_depthwise_groups(golden):
+    meta, _ = golden
+    fused = fuse_model(featherface_v2(pretrained=True).eval(), channels_last=False)
+    grouped = [m for m in fused.modules() if isinstance(m, torch.nn.Conv2d) and 1 < m.groups < m.in_channels]
+    assert grouped, "V2 has grouped convs (SSH and channel-shuffle convs) to ungroup"
+    ungrouped = ungroup_convs(copy.deepcopy(fused))
+    convs = [m for m in ungrouped.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(m.groups in (1, m.in_channels) for m in convs)
+    x = load(meta, "dlib_2008_002470")
+    with torch.inference_mode():
+        assert worst(fused(x), ungrouped(x)) <= 1e-5

@@ -199,8 +199,9 @@ def featherface_candidates(
     """V1 original-style, V1 fast and V2, in PyTorch eager and (fast / V2) through ONNX Runtime.
 
     ``checkpoint`` loads V1's weights (the pretrained ones when ``None``); V2 runs with its
-    initial weights (speed does not depend on them). The ONNX files are exported into ``onnx_dir``
-    once; models are built only when a candidate is built.
+    shipped pretrained weights (trained weights, not an initialisation: activations and their
+    rounding are the ones users get). The ONNX files are exported into ``onnx_dir`` once; models
+    are built only when a candidate is built.
     """
     from featherface.export import export_onnx
     from featherface.factory import create_model
@@ -212,8 +213,7 @@ def featherface_candidates(
         ).eval()
 
     def v2() -> torch.nn.Module:
-        torch.manual_seed(0)
-        return create_model("featherface_v2").eval()
+        return create_model("featherface_v2", pretrained=True).eval()
 
     paths = {name: Path(onnx_dir) / f"featherface_{name}.onnx" for name in ("v1", "v2")}
     for name, factory in (("v1", v1), ("v2", v2)):

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from featherface.models.deform import set_deform_impl
-from featherface.models.fuse import fuse_model
+from featherface.models.fuse import fuse_model, ungroup_convs
 from featherface.models.registry import InputCfg
 
 OUTPUT_NAMES = ("loc", "conf", "landms")
@@ -159,7 +159,8 @@ def export_onnx(
         input_size: ``(H, W)`` of the traced example (and of a static export).
         check_images: BGR image files for the check (a synthetic pattern when ``None``).
         tolerance: largest allowed absolute difference between ONNX Runtime and PyTorch outputs.
-        fuse: export the fused model (BN folded, convs merged); outputs are the same.
+        fuse: export the fused model (BN folded, convs merged, grouped convs ungrouped for
+            ONNX Runtime's blocked layout); outputs are the same.
 
     Returns:
         an :class:`ExportReport`. Raises :class:`ExportCheckError` when the check fails and
@@ -174,6 +175,8 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     reference = set_deform_impl(copy.deepcopy(model).float().cpu().eval(), "fast")
     exported = _inference_copy(model, fuse)
+    if fuse:
+        ungroup_convs(exported)
     example = torch.zeros(1, 3, *input_size)
     axes = {name: {0: "batch"} for name in OUTPUT_NAMES}
     axes[INPUT_NAME] = {0: "batch", 2: "height", 3: "width"}

@@ -9,21 +9,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from featherface.models.padding import active_region, mask_padding
-from featherface.models.tracing import is_exporting
 
 
 def _pool_with_leading_pad(x: torch.Tensor, top: int, left: int) -> torch.Tensor:
+    """Zero-pad ``top`` / ``left`` rows / columns before and what ``ceil(size / 2)`` windows need
+    after (``2·ceil(size / 2) + 1 − size − lead = size mod 2 + 1 − lead``), then pool. The sizes
+    enter only through ``mod 2``, so a traced size gives the same arithmetic in an exported graph."""
     height, width = x.shape[-2:]
-    bottom = 2 * (-(-height // 2)) + 1 - height - top
-    right = 2 * (-(-width // 2)) + 1 - width - left
+    bottom = height % 2 + 1 - top
+    right = width % 2 + 1 - left
     return F.max_pool2d(F.pad(x, (left, right, top, bottom)), 3, 2)
-
-
-def _pool_anchored_at_the_end(x: torch.Tensor) -> torch.Tensor:
-    """The same pool without size arithmetic: "same" windows always end one zero row / column past
-    the bottom-right corner, so pooling the flipped map with fixed padding and flipping back is
-    exact for every size (what an exported graph needs)."""
-    return F.max_pool2d(F.pad(x.flip(-2, -1), (1, 1, 1, 1)), 3, 2).flip(-2, -1)
 
 
 def max_pool_same(x: torch.Tensor) -> torch.Tensor:
@@ -36,8 +31,6 @@ def max_pool_same(x: torch.Tensor) -> torch.Tensor:
     height, width = x.shape[-2:]
     region = active_region()
     if region is None:
-        if is_exporting():
-            return _pool_anchored_at_the_end(x)
         return _pool_with_leading_pad(x, height % 2, width % 2)
     x = mask_padding(x)
     odd = (region.valid_sizes(height, width) % 2).to(x.device)

@@ -38,26 +38,66 @@ def fold_batch_norm(conv: ConvLike, bn: nn.BatchNorm2d) -> ConvLike:
     return conv
 
 
+def dense_weight(conv: nn.Conv2d) -> torch.Tensor:
+    """The weight of the ungrouped conv equal to ``conv``: ``(C_out, C_in, kh, kw)``, block-diagonal
+    over the groups (zeros between them)."""
+    per_group_in, per_group_out = conv.in_channels // conv.groups, conv.out_channels // conv.groups
+    dense = conv.weight.new_zeros(conv.out_channels, conv.in_channels, *conv.kernel_size)
+    for g in range(conv.groups):
+        rows = slice(g * per_group_out, (g + 1) * per_group_out)
+        dense[rows, g * per_group_in : (g + 1) * per_group_in] = conv.weight[rows]
+    return dense
+
+
 @torch.no_grad()
 def fold_channel_shuffle(shuffle: ChannelShuffle, conv: nn.Conv2d) -> nn.Conv2d:
     """A dense 1×1 conv equal to ``conv(shuffle(x))``: the permutation moves into the weight."""
     if conv.kernel_size != (1, 1):
         raise ValueError(f"only a 1×1 conv can absorb a channel shuffle, got kernel {conv.kernel_size}")
     channels, groups = conv.in_channels, shuffle.groups
-    per_group_in, per_group_out = channels // conv.groups, conv.out_channels // conv.groups
-    dense = torch.zeros(conv.out_channels, channels, dtype=conv.weight.dtype, device=conv.weight.device)
-    for g in range(conv.groups):
-        rows = slice(g * per_group_out, (g + 1) * per_group_out)
-        dense[rows, g * per_group_in : (g + 1) * per_group_in] = conv.weight[rows, :, 0, 0]
     # shuffled channel j is input channel (j mod C/g)·g + j div C/g
-    j = torch.arange(channels, device=dense.device)
+    j = torch.arange(channels, device=conv.weight.device)
     source = (j % (channels // groups)) * groups + j // (channels // groups)
     fused = nn.Conv2d(channels, conv.out_channels, 1, bias=conv.bias is not None).to(conv.weight)
     fused.weight.zero_()
-    fused.weight[:, source, 0, 0] = dense
+    fused.weight[:, source] = dense_weight(conv)
     if conv.bias is not None:
         fused.bias.copy_(conv.bias)
     return fused
+
+
+@torch.no_grad()
+def ungroup_conv(conv: nn.Conv2d) -> nn.Conv2d:
+    """The ungrouped conv equal to a grouped ``conv`` (same output; zeros between the groups)."""
+    dense = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        bias=conv.bias is not None,
+        padding_mode=conv.padding_mode,
+    ).to(conv.weight)
+    dense.weight.copy_(dense_weight(conv))
+    if conv.bias is not None:
+        dense.bias.copy_(conv.bias)
+    return dense
+
+
+def ungroup_convs(model: nn.Module) -> nn.Module:
+    """Replace, in place, every grouped conv that is not depthwise by its ungrouped equal (exact:
+    the extra weights are zeros); returns ``model``.
+
+    For ONNX Runtime on CPU: it runs convs in a blocked channel layout (8 or 16 channels per
+    block) and a conv whose groups are narrower than a block falls back to the plain layout,
+    paying a layout conversion on each side, which costs more than the zero weights.
+    """
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.Conv2d) and 1 < child.groups < child.in_channels:
+                setattr(module, name, ungroup_conv(child))
+    return model
 
 
 def _fold_sequential(seq: nn.Sequential) -> nn.Sequential:

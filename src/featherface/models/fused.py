@@ -72,15 +72,25 @@ class FusedDeformSSH(nn.Module):
         return F.relu(torch.cat((branch3, branch5, branch7), dim=1))
 
 
-def _merged_conv(convs: tuple[nn.Conv2d, ...]) -> nn.Conv2d:
-    merged = nn.Conv2d(convs[0].in_channels, sum(c.out_channels for c in convs), 1)
-    merged.weight.data.copy_(torch.cat([c.weight for c in convs]))
-    merged.bias.data.copy_(torch.cat([c.bias for c in convs]))
+def _anchor_interleaved_conv(convs: tuple[nn.Conv2d, ...], values: tuple[int, ...]) -> nn.Conv2d:
+    """One 1×1 conv for the ``convs`` (each ``A·k`` channels, anchor-major), its outputs reordered
+    anchor by anchor: ``[anchor 0: box 4, class 2, landmarks 10, anchor 1: …]``."""
+    anchors = convs[0].out_channels // values[0]
+    weight = torch.cat([c.weight for c in convs])
+    bias = torch.cat([c.bias for c in convs])
+    starts = torch.tensor([0, *values[:-1]]).cumsum(0) * anchors
+    order = torch.cat(
+        [start + a * k + torch.arange(k) for a in range(anchors) for start, k in zip(starts.tolist(), values)]
+    )
+    merged = nn.Conv2d(convs[0].in_channels, weight.shape[0], 1)
+    merged.weight.data.copy_(weight[order])
+    merged.bias.data.copy_(bias[order])
     return merged
 
 
 class MergedHeads(nn.Module):
-    """Per level an optional trunk, then the box, class and landmark 1×1 convs as one conv.
+    """Per level an optional trunk, then the box, class and landmark 1×1 convs as one conv whose
+    channels go anchor by anchor, so one flatten per level and one concat give every output.
 
     Args:
         trunks: one module per level run before the outputs (``nn.Identity`` for V1).
@@ -89,19 +99,22 @@ class MergedHeads(nn.Module):
     ``forward(features)`` returns ``(loc, conf, landms)`` exactly as the heads it replaces.
     """
 
+    values = (4, 2, 10)
+
     def __init__(
         self, trunks: list[nn.Module], outputs: list[tuple[nn.Conv2d, nn.Conv2d, nn.Conv2d]]
     ) -> None:
         super().__init__()
         self.trunks = nn.ModuleList(trunks)
-        self.levels = nn.ModuleList(_merged_conv(convs) for convs in outputs)
-        self.splits = [conv.out_channels for conv in outputs[0]]
+        self.levels = nn.ModuleList(_anchor_interleaved_conv(convs, self.values) for convs in outputs)
 
     def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        loc, conf, landms = [], [], []
-        for trunk, conv, x in zip(self.trunks, self.levels, features):
-            box, cls, landmark = conv(trunk(x)).split(self.splits, dim=1)
-            loc.append(flatten_level(box, 4))
-            conf.append(flatten_level(cls, 2))
-            landms.append(flatten_level(landmark, 10))
-        return torch.cat(loc, dim=1), torch.cat(conf, dim=1), torch.cat(landms, dim=1)
+        per_anchor = torch.cat(
+            [
+                flatten_level(conv(trunk(x)), sum(self.values))
+                for trunk, conv, x in zip(self.trunks, self.levels, features)
+            ],
+            dim=1,
+        )
+        loc, conf, landms = per_anchor.split(self.values, dim=-1)
+        return loc, conf, landms
