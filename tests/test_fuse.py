@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from featherface import featherface_v2
+from featherface.models.bifpn import BiFPNCell
 from featherface.models.context import ChannelShuffle
 from featherface.models.fuse import fold_channel_shuffle, fuse_model, ungroup_conv, ungroup_convs
 from featherface.models.fused import FusedDeformSSH, MergedHeads
@@ -51,6 +52,10 @@ def test_fused_v1_structure_and_original_untouched(v1_model, fused_v1):
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused_v1.modules())
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in v1_model.modules()) > 0
     assert fused_v1.fused and not v1_model.fused
+    assert all(
+        cell.fixed_weights is not None for cell in fused_v1.neck.modules() if isinstance(cell, BiFPNCell)
+    )
+    assert all(cell.fixed_weights is None for cell in v1_model.neck.modules() if isinstance(cell, BiFPNCell))
     with pytest.raises(RuntimeError, match="fused for inference"):
         fused_v1.train()
 
@@ -104,3 +109,19 @@ def test_ungrouped_v2_keeps_its_outputs_and_only_depthwise_groups(golden):
     x = load(meta, "dlib_2008_002470")
     with torch.inference_mode():
         assert worst(fused(x), ungrouped(x)) <= 1e-5
+
+
+def test_fused_v1_sampling_grid_follows_the_input_size(golden, v1_model):
+    """The fused SSH keeps the last size's sampling grid; a new size or batch must rebuild it."""
+    meta, _ = golden
+    fused = v1_model.fuse()
+    image = load(meta, "dlib_2008_002470")
+    inputs = [
+        image[..., :97, :131],
+        image[..., :64, :80],
+        torch.cat([image[..., :64, :80]] * 2),
+        image[..., :97, :131],
+    ]
+    with torch.inference_mode():
+        for x in inputs:
+            assert worst(fused(x), v1_model(x)) <= 1e-4

@@ -87,6 +87,10 @@ def lateral(in_channels: int, out_channels: int, bias: bool = True) -> nn.Sequen
     )
 
 
+#: The fusion-weight vectors of a :class:`BiFPNCell`, in the order the cell uses them.
+FUSION_WEIGHTS = ("p4_w1", "p3_w1", "p4_w2", "p5_w2")
+
+
 class BiFPNCell(nn.Module):
     """One BiFPN cell over three levels (strides 8, 16, 32).
 
@@ -134,10 +138,33 @@ class BiFPNCell(nn.Module):
         self.p3_w1 = nn.Parameter(torch.ones(2))
         self.p4_w2 = nn.Parameter(torch.ones(3))
         self.p5_w2 = nn.Parameter(torch.ones(p5_weight_slots))
+        self.fixed_weights: dict[str, list[float]] | None = None
 
     def _weights(self, raw: torch.Tensor) -> torch.Tensor:
         raw = F.relu(raw)
         return raw / (raw.sum() + self.epsilon)
+
+    def fix_fusion_weights(self) -> None:
+        """Keep the normalised fusion weights as constants (inference only; ``fuse_model`` calls
+        this): no weight arithmetic per call, and each weighted sum takes one op per input."""
+        with torch.no_grad():
+            self.fixed_weights = {
+                name: self._weights(getattr(self, name)).tolist() for name in FUSION_WEIGHTS
+            }
+
+    def _fuse(self, name: str, *inputs: torch.Tensor) -> torch.Tensor:
+        """Fast normalised fusion ``Σ wᵢ·xᵢ`` with the weight vector ``name``."""
+        if self.fixed_weights is not None:
+            constants = self.fixed_weights[name]
+            fused = inputs[0] * constants[0]
+            for x, w in zip(inputs[1:], constants[1:]):
+                fused = fused.add_(x, alpha=w)
+            return fused
+        weights = self._weights(getattr(self, name))
+        fused = weights[0] * inputs[0]
+        for i, x in enumerate(inputs[1:], start=1):
+            fused = fused + weights[i] * x
+        return fused
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         p3, p4, p5 = features
@@ -146,15 +173,11 @@ class BiFPNCell(nn.Module):
         else:
             p3_in, p4_in, p5_in = p3, p4, p5
 
-        w = self._weights(self.p4_w1)
-        p4_td = self.conv4_up(F.silu(w[0] * p4_in + w[1] * upsample_to(p5_in, p4_in)))
-        w = self._weights(self.p3_w1)
-        p3_out = self.conv3_up(F.silu(w[0] * p3_in + w[1] * upsample_to(p4_td, p3_in)))
+        p4_td = self.conv4_up(F.silu(self._fuse("p4_w1", p4_in, upsample_to(p5_in, p4_in))))
+        p3_out = self.conv3_up(F.silu(self._fuse("p3_w1", p3_in, upsample_to(p4_td, p3_in))))
 
         if self.bottom_up_laterals:
             p4_in, p5_in = self.lateral_p4_bottom_up(p4), self.lateral_p5_bottom_up(p5)
-        w = self._weights(self.p4_w2)
-        p4_out = self.conv4_down(F.silu(w[0] * p4_in + w[1] * p4_td + w[2] * max_pool_same(p3_out)))
-        w = self._weights(self.p5_w2)
-        p5_out = self.conv5_down(F.silu(w[0] * p5_in + w[1] * max_pool_same(p4_out)))
+        p4_out = self.conv4_down(F.silu(self._fuse("p4_w2", p4_in, p4_td, max_pool_same(p3_out))))
+        p5_out = self.conv5_down(F.silu(self._fuse("p5_w2", p5_in, max_pool_same(p4_out))))
         return [p3_out, p4_out, p5_out]

@@ -57,10 +57,11 @@ class SamplingGrid:
     """Per batch and input size, the constants every :class:`SamplingPlan` on that size needs.
 
     Pixels are numbered ``n = (b·H + y)·W + x`` over the whole batch (``N = B·H·W``). ``base``
-    ``(2, 9, N)``: undeformed tap rows and columns; ``low`` and ``high`` ``(2, 1, 1)``: the clamp
-    bounds ``-1`` and ``(H, W)``; ``row_stride``: table rows per padded image row; ``corners``
-    ``(4, 9, 1)``: table-row offsets of each tap's four bilinear corners plus the padding shift;
-    ``image_rows`` ``(N,)``: the first table row of each pixel's image.
+    ``(2, 9, N)``: undeformed tap rows and columns; ``high`` ``(2, 1, 1)``: the upper clamp
+    bounds ``(H, W)`` (the lower one is ``-1`` for both axes); ``row_stride``: table rows per
+    padded image row; ``corners`` ``(4, 9, 1)``: table-row offsets of each tap's four bilinear
+    corners plus the padding shift; ``image_rows`` ``(N,)``: the first table row of each pixel's
+    image.
     """
 
     def __init__(self, batch: int, height: int, width: int, device: torch.device) -> None:
@@ -73,7 +74,7 @@ class SamplingGrid:
         base = torch.stack((rows.reshape(1, -1) + tap_rows, cols.reshape(1, -1) + tap_cols))
         self.base = base.repeat(1, 1, batch)
         one = torch.ones(1, 1, device=device)
-        self.low, self.high = -torch.stack((one, one)), torch.stack((one * height, one * width))
+        self.high = torch.stack((one * height, one * width))
         self.row_stride = (width + 3) * TAPS
         image_rows = (height + 3) * self.row_stride
         taps = torch.arange(TAPS, device=device, dtype=INDEX_DTYPE)
@@ -108,7 +109,7 @@ class SamplingPlan:
         self.shape = (batch, height, width)
         dtype = torch.promote_types(offset.dtype, torch.float32)  # half offsets sample in float32
         offset = offset.to(dtype).transpose(0, 1).reshape(2, TAPS, -1)  # (2 axes, 9, N): dy, dx
-        sample = torch.clamp(offset + grid.base, min=grid.low, max=grid.high)
+        sample = torch.minimum((offset + grid.base).clamp_min(-1), grid.high)
         low = sample.floor()
         frac = sample - low
         sides = torch.stack((1 - frac, frac), dim=1)  # (2 axes, 2 sides, 9, N)
@@ -117,8 +118,9 @@ class SamplingPlan:
         low = low.to(INDEX_DTYPE)
         top_left = low[0] * grid.row_stride + low[1] * TAPS + grid.image_rows
         index = top_left[None] + grid.corners  # (4, 9, N)
-        self.index = index.reshape(_SAMPLES, -1).t().contiguous()
-        self.weights = weights.reshape(_SAMPLES, -1).t().contiguous()
+        # A 3-d permute copies in parallel; a 2-d ``.t().contiguous()`` takes a single-threaded path.
+        self.index = index.permute(2, 0, 1).reshape(-1, _SAMPLES)
+        self.weights = weights.permute(3, 0, 1, 2).reshape(-1, _SAMPLES)
 
 
 def pad_input(x: torch.Tensor) -> torch.Tensor:

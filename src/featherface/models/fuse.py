@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from featherface.models.attention import SpatialGate
-from featherface.models.bifpn import LightSeparableConv, SeparableConv
+from featherface.models.bifpn import BiFPNCell, LightSeparableConv, SeparableConv
 from featherface.models.context import SSH, ChannelShuffle
 from featherface.models.deform import DeformConv2d
 from featherface.models.fused import FusedDeformSSH, MergedHeads
@@ -129,6 +129,8 @@ def _fuse_module(module: nn.Module) -> nn.Module:
         fold_batch_norm(module.depthwise, module.bn1)
         fold_batch_norm(module.pointwise, module.bn2)
         module.bn1, module.bn2 = nn.Identity(), nn.Identity()
+    elif isinstance(module, BiFPNCell):
+        module.fix_fusion_weights()
     elif isinstance(module, SpatialGate):
         fold_batch_norm(module.conv, module.bn)
         module.bn = nn.Identity()
@@ -150,8 +152,9 @@ def fuse_model(model: nn.Module, channels_last: bool = True) -> nn.Module:
 
     Batch norms fold into the preceding (deformable) convs, channel shuffles into the following
     1×1 convs, the offset / mask convs of deformable convs that share an input into one conv, and
-    each level's box / class / landmark convs into one conv. With ``channels_last`` the copy keeps
-    its weights and activations in channels-last memory (faster on CPU). ``model`` is unchanged.
+    each level's box / class / landmark convs into one conv; BiFPN fusion weights become
+    constants. With ``channels_last`` the copy keeps its weights and activations in channels-last
+    memory (faster on CPU). ``model`` is unchanged.
 
     Returns:
         the fused model in eval mode; ``model(x)`` and ``fused(x)`` agree within 1e-4.

@@ -10,6 +10,7 @@ from featherface.models.dcn import TAPS, SamplingGrid, SamplingPlan, gather, pad
 from featherface.models.deform import DeformConv2d
 from featherface.models.heads import flatten_level
 from featherface.models.padding import mask_padding
+from featherface.models.tracing import is_exporting
 
 _OFFSETS = 2 * TAPS
 _PLAN_CHANNELS = 3 * TAPS
@@ -52,12 +53,25 @@ class FusedDeformSSH(nn.Module):
         self.offsets_s = _merged_offset_conv(convs["conv5x5_2"], convs["conv7x7_2"])
         self.offsets_t = _merged_offset_conv(convs["conv7x7_3"])
         self.negative_slope = ssh.conv5x5_1[-1].negative_slope
+        self._last_grid: tuple[tuple, SamplingGrid] | None = None
+
+    def _grid(self, x: torch.Tensor) -> SamplingGrid:
+        """The sampling constants for ``x``'s batch and size, kept for the next call of the same
+        size (a video, a fixed input size); rebuilt from the traced sizes when exporting."""
+        key = (x.shape[0], x.shape[2], x.shape[3], x.device)
+        if is_exporting():
+            return SamplingGrid(*key)
+        last = self._last_grid  # one read: another thread may replace it meanwhile
+        if last is None or last[0] != key:
+            last = (key, SamplingGrid(*key))
+            self._last_grid = last
+        return last[1]
 
     def _deform(self, padded: torch.Tensor, plan: SamplingPlan, name: str) -> torch.Tensor:
         return gather(project(padded, self.weights[name]), plan, self.biases[name])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        grid = SamplingGrid(x.shape[0], x.shape[2], x.shape[3], x.device)
+        grid = self._grid(x)
         x = mask_padding(x)
         plan3, plan5 = _plans(self.offsets_x(x), grid)
         padded = pad_input(x)
