@@ -211,3 +211,16 @@ def test_loader_workers_after_opencv_used_its_threads():
     batches = list(loader)
     assert [len(b.paths) for b in batches] == [2, 2]
     assert batches[0].paths == [dataset[0].path, dataset[1].path]
+
+
+@pytest.mark.parametrize("freeze_bn", [False, True])
+def test_freeze_bn_keeps_the_running_statistics_and_trains_the_rest(freeze_bn):
+    model = _student()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train(model, make_loader(small_labeled_set(), 2), epochs=1, freeze_bn=freeze_bn, progress=False)
+    after = model.state_dict()
+    stats = [k for k in after if k.endswith(("running_mean", "running_var"))]
+    assert stats
+    assert all(torch.equal(before[k], after[k]) for k in stats) == freeze_bn
+    weights = [k for k in after if k.endswith("weight") and after[k].is_floating_point()]
+    assert any(not torch.equal(before[k], after[k]) for k in weights)

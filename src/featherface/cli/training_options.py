@@ -63,6 +63,11 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--init-body", metavar="PATH", help="initialise the body from this checkpoint (distill: or teacher)"
     )
+    run.add_argument(
+        "--freeze-bn",
+        action="store_true",
+        help="keep batch-norm statistics fixed (fine-tuning with small batches, e.g. on a CPU)",
+    )
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--device", help="cpu, cuda, cuda:1 … (default: CUDA when available)")
     out = parser.add_argument_group("output")
@@ -110,6 +115,7 @@ def loop_options(args: argparse.Namespace) -> dict[str, object]:
         "dropblock": args.dropblock,
         "progress": not args.no_progress,
         "save_every": args.save_every,
+        "freeze_bn": args.freeze_bn,
     }
 
 

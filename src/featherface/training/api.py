@@ -53,7 +53,8 @@ def train(
             probabilities, 0), ``dropblock`` (probability on the neck features, 0),
             ``dropblock_size`` (3), ``iou_threshold`` (0.35), ``progress`` (True), ``save_every``
             (0: off; N writes the weights, EMA if enabled, to ``epochs/epoch_NNN.safetensors``
-            every N epochs, e.g. for a per-epoch evaluation).
+            every N epochs, e.g. for a per-epoch evaluation), ``freeze_bn`` (False: True keeps
+            the batch-norm statistics fixed, for fine-tuning with small batches).
 
     Returns:
         one record per epoch: ``epoch``, ``step``, mean ``loss`` and terms, ``lr``, ``images``,

@@ -73,6 +73,7 @@ class TrainConfig:
     pseudo_label_threshold: float = 0.5
     progress: bool = True
     save_every: int = 0
+    freeze_bn: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -89,6 +90,16 @@ class TrainConfig:
                 setattr(self, name, str(value))
         if self.resume is not None and not isinstance(self.resume, bool):
             self.resume = str(self.resume)
+
+
+def freeze_batch_norm(model: nn.Module) -> int:
+    """Put every batch norm of ``model`` in eval mode: it normalises with its running statistics
+    and stops updating them (its scale and shift still train). For fine-tuning with small batches,
+    whose own statistics are too noisy. Returns how many batch norms were frozen."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.eval()
+    return len(norms)
 
 
 def _input_cfg(model: nn.Module) -> tuple[InputCfg, PriorCfg]:
@@ -134,6 +145,8 @@ class Trainer:
             )
         seed_everything(config.seed + self.dist.rank)
         self.model = model.to(self.device).train()
+        if config.freeze_bn:
+            freeze_batch_norm(self.model)
         self.teacher = None if teacher is None else teacher.to(self.device).eval().requires_grad_(False)
         adapters = None
         if self.teacher is not None and self.objective.weights["kd_feat"] > 0:
