@@ -92,14 +92,13 @@ class TrainConfig:
             self.resume = str(self.resume)
 
 
-def freeze_batch_norm(model: nn.Module) -> int:
+def freeze_batch_norm(model: nn.Module) -> None:
     """Put every batch norm of ``model`` in eval mode: it normalises with its running statistics
     and stops updating them (its scale and shift still train). For fine-tuning with small batches,
-    whose own statistics are too noisy. Returns how many batch norms were frozen."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for norm in norms:
-        norm.eval()
-    return len(norms)
+    whose own statistics are too noisy."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
 
 
 def _input_cfg(model: nn.Module) -> tuple[InputCfg, PriorCfg]:
