@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import featherface
 from featherface import bench
 from featherface.cli import main
 from tests.conftest import shared_path
@@ -104,3 +105,13 @@ def test_cli_benchmark_writes_json(tmp_path, v1_checkpoint, capsys):
     names = {(r["name"], r["backend"]) for r in payload["results"]}
     assert ("FeatherFace-V1 original", "pytorch") in names and ("FeatherFace-V2", "onnxruntime") in names
     assert payload["machine"]["cores"] >= 1 and "128×96" in capsys.readouterr().out
+
+
+def test_onnx_exports_are_kept_per_version_and_weights(tmp_path, v1_checkpoint):
+    from featherface.weights import sha256_file
+
+    path = bench.onnx_export_path(tmp_path, "featherface_v1", sha256_file(v1_checkpoint))
+    assert path.parent == tmp_path and featherface.__version__ in path.name
+    assert path == bench.onnx_export_path(tmp_path, "featherface_v1", sha256_file(v1_checkpoint))
+    assert path != bench.onnx_export_path(tmp_path, "featherface_v1", "0" * 64)
+    assert path != bench.onnx_export_path(tmp_path, "featherface_v2", sha256_file(v1_checkpoint))

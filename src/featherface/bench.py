@@ -193,6 +193,23 @@ def peer_candidates(peers_dir: str | os.PathLike) -> list[Candidate]:
     return candidates
 
 
+def _registry_sha256(arch: str) -> str:
+    from featherface.models.registry import get_model_cfg
+
+    cfg = get_model_cfg(arch).weights_cfg()
+    if cfg is None or cfg.sha256 is None:
+        raise ValueError(f"{arch} has no pretrained weights with a sha256 to benchmark")
+    return cfg.sha256
+
+
+def onnx_export_path(onnx_dir: str | os.PathLike, arch: str, weights_sha256: str) -> Path:
+    """Where the benchmark keeps the export of ``arch`` with the weights of that sha256: the name
+    carries the featherface version and the weights, so other weights or a new release export anew."""
+    from featherface.version import __version__
+
+    return Path(onnx_dir) / f"{arch}-{__version__}-{weights_sha256[:12]}.onnx"
+
+
 def featherface_candidates(
     checkpoint: str | os.PathLike | None, onnx_dir: str | os.PathLike
 ) -> list[Candidate]:
@@ -200,12 +217,14 @@ def featherface_candidates(
 
     ``checkpoint`` loads V1's weights (the pretrained ones when ``None``); V2 runs with its
     shipped pretrained weights (trained weights, not an initialisation: activations and their
-    rounding are the ones users get). The ONNX files are exported into ``onnx_dir`` once; models
-    are built only when a candidate is built.
+    rounding are the ones users get). The ONNX files are exported into ``onnx_dir`` once per
+    featherface version and weights (see :func:`onnx_export_path`); models are built only when a
+    candidate is built.
     """
     from featherface.export import export_onnx
     from featherface.factory import create_model
     from featherface.models.deform import set_deform_impl
+    from featherface.weights import sha256_file
 
     def v1() -> torch.nn.Module:
         return create_model(
@@ -215,7 +234,11 @@ def featherface_candidates(
     def v2() -> torch.nn.Module:
         return create_model("featherface_v2", pretrained=True).eval()
 
-    paths = {name: Path(onnx_dir) / f"featherface_{name}.onnx" for name in ("v1", "v2")}
+    v1_digest = sha256_file(checkpoint) if checkpoint is not None else _registry_sha256("featherface_v1")
+    paths = {
+        "v1": onnx_export_path(onnx_dir, "featherface_v1", v1_digest),
+        "v2": onnx_export_path(onnx_dir, "featherface_v2", _registry_sha256("featherface_v2")),
+    }
     for name, factory in (("v1", v1), ("v2", v2)):
         if not paths[name].is_file():
             export_onnx(factory(), paths[name], dynamic=True)
