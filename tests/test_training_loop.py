@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from featherface import create_model, featherface_v2
 from featherface.models.registry import InputCfg, WeightsCfg
@@ -22,7 +23,7 @@ from featherface.training import (
 )
 from featherface.training.labels import read_retinaface_labels
 from featherface.training.logs import read_log
-from featherface.training.optim import warmup_cosine_factor
+from featherface.training.optim import ModelEma, warmup_cosine_factor
 
 from .conftest import shared_path
 
@@ -224,3 +225,26 @@ def test_freeze_bn_keeps_the_running_statistics_and_trains_the_rest(freeze_bn):
     assert all(torch.equal(before[k], after[k]) for k in stats) == freeze_bn
     weights = [k for k in after if k.endswith("weight") and after[k].is_floating_point()]
     assert any(not torch.equal(before[k], after[k]) for k in weights)
+
+
+def test_ema_follows_its_decay_formula_and_copies_integer_buffers():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    ema = ModelEma(model, decay=0.9)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    expected = {k: v.clone() for k, v in start.items() if v.is_floating_point()}
+    for update in range(1, 4):
+        with torch.no_grad():
+            for param in model.parameters():
+                param.add_(torch.randn_like(param))
+        model[1].num_batches_tracked += 5
+        ema.update(model)
+        decay = min(0.9, (1 + update) / (10 + update))
+        for name in expected:
+            expected[name] = decay * expected[name] + (1 - decay) * model.state_dict()[name]
+    for name, value in ema.module.state_dict().items():
+        if name in expected:
+            torch.testing.assert_close(value, expected[name], rtol=1e-6, atol=1e-6)
+        else:
+            assert value.item() == 15
+    assert not torch.equal(ema.module[0].weight, model[0].weight)
+    assert not torch.equal(ema.module[0].weight, start["0.weight"])

@@ -61,12 +61,20 @@ class ModelEma:
         """Move the average towards ``model``'s current weights."""
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        current = model.state_dict()
-        for name, value in self.module.state_dict().items():
+        current = model.state_dict(keep_vars=True)
+        averaged, averaged_from, copied, copied_from = [], [], [], []
+        for name, value in self.module.state_dict(keep_vars=True).items():
             if value.is_floating_point():
-                value.mul_(decay).add_(current[name].detach(), alpha=1.0 - decay)
+                averaged.append(value)
+                averaged_from.append(current[name])
             else:
-                value.copy_(current[name])
+                copied.append(value)
+                copied_from.append(current[name])
+        # one multi-tensor kernel per group instead of two kernels per tensor (~600 tensors per step)
+        if averaged:
+            torch._foreach_lerp_(averaged, averaged_from, 1.0 - decay)
+        if copied:
+            torch._foreach_copy_(copied, copied_from)
 
     def state_dict(self) -> dict[str, object]:
         return {"module": self.module.state_dict(), "updates": self.updates}
