@@ -9,7 +9,9 @@ Each RUN is a ``featherface train`` / ``distill`` output folder: its ``log.jsonl
 per epoch and its per-epoch weights (``--save-every``, ``epochs/epoch_NNN.safetensors``, plus the
 final ``model.safetensors``) are evaluated with the official protocol (score 0.02, NMS 0.4, top
 750, original size). Later runs continue the epoch count of earlier ones. Writes ``curve.json``,
-prints a table, and draws ``curve.png`` when matplotlib is installed.
+prints a table, and draws ``curve.png`` when matplotlib is installed. ``--reuse`` takes the AP of
+an earlier ``curve.json`` for the same run folder and epoch instead of evaluating again, so a
+curve grows by the new run's evaluations only.
 """
 
 from __future__ import annotations
@@ -46,6 +48,19 @@ def evaluate(model: str, weights: Path, images: Path, gt: Path, device: str | No
     return {setting: float(result[setting]) for setting in SETTINGS}
 
 
+def reusable_ap(curve: Path) -> dict[tuple[str, int], dict[str, float]]:
+    """``(run folder, epoch of that run) → AP per setting`` from an earlier ``curve.json``."""
+    rows = json.loads(curve.read_text())
+    first_epoch = {}
+    for row in rows:
+        first_epoch.setdefault(row["run"], row["epoch"])
+    return {
+        (row["run"], row["epoch"] - first_epoch[row["run"]] + 1): {s: row[s] for s in SETTINGS}
+        for row in rows
+        if all(s in row for s in SETTINGS)
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="training output folders, in training order")
@@ -54,7 +69,9 @@ def main() -> None:
     parser.add_argument("--gt", required=True, type=Path, help="folder of the official wider_*_val.mat files")
     parser.add_argument("--out", required=True, type=Path, help="folder for curve.json and curve.png")
     parser.add_argument("--device", help="cpu, cuda, … (default: CUDA when available)")
+    parser.add_argument("--reuse", type=Path, help="an earlier curve.json whose AP values to take over")
     args = parser.parse_args()
+    earlier = reusable_ap(args.reuse) if args.reuse else {}
 
     rows, offset = [], 0
     for run in args.runs:
@@ -64,7 +81,9 @@ def main() -> None:
         for epoch, record in sorted(epochs.items()):
             row = {"run": str(run), "epoch": offset + epoch, "loss": record["loss"]}
             weights = epoch_weights(run, epoch, max(epochs))
-            if weights is not None:
+            if (str(run), epoch) in earlier:
+                row.update(earlier[str(run), epoch])
+            elif weights is not None:
                 row.update(evaluate(args.model, weights, args.images, args.gt, args.device))
             rows.append(row)
             ap = " ".join(f"{row[s]:.4f}" if s in row else "  -   " for s in SETTINGS)

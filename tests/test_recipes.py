@@ -32,3 +32,14 @@ def test_training_curve_of_two_consecutive_runs(tmp_path):
         assert row["loss"] > 0 and all(0.0 <= row[s] <= 1.0 for s in ("easy", "medium", "hard"))
     assert (tmp_path / "curve" / "curve.png").stat().st_size > 0
     assert "   3  loss" in result.stdout
+
+    # --reuse takes every AP over from the first curve: with the weights gone, nothing is evaluated
+    exports = [first / "model.safetensors", second / "model.safetensors"]
+    for weights in [*first.glob("epochs/*.safetensors"), *exports]:
+        weights.unlink()
+    reused_out = tmp_path / "curve_reused"
+    command[command.index(str(tmp_path / "curve"))] = str(reused_out)
+    command += ["--reuse", str(tmp_path / "curve" / "curve.json")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((reused_out / "curve.json").read_text()) == rows
