@@ -28,3 +28,8 @@ featherface distill "${COMMON[@]}" --init-body teacher --epochs 40 --lr 1e-3 --w
 featherface distill "${COMMON[@]}" --student-checkpoint "$OUT/stage1/model.safetensors" \
     --kd-cls-norm balanced --epochs 14 --lr 5e-4 --warmup-epochs 1 \
     --output "$OUT/stage2" $(resume "$OUT/stage2")
+
+# Stage 3: 51 more epochs from stage 2 (a fresh augmentation stream: seed 3), peak lr 7e-4.
+featherface distill "${COMMON[@]}" --student-checkpoint "$OUT/stage2/model.safetensors" \
+    --kd-cls-norm balanced --epochs 51 --lr 7e-4 --warmup-epochs 2 --seed 3 \
+    --output "$OUT/stage3" $(resume "$OUT/stage3")
