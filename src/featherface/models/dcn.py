@@ -118,9 +118,10 @@ class SamplingPlan:
         low = low.to(INDEX_DTYPE)
         top_left = low[0] * grid.row_stride + low[1] * TAPS + grid.image_rows
         index = top_left[None] + grid.corners  # (4, 9, N)
-        # A 3-d permute copies in parallel; a 2-d ``.t().contiguous()`` takes a single-threaded path.
-        self.index = index.permute(2, 0, 1).reshape(-1, _SAMPLES)
-        self.weights = weights.permute(3, 0, 1, 2).reshape(-1, _SAMPLES)
+        # Copy while still 3-d / 4-d: that copy runs in parallel, while a reshape alone would return a
+        # strided (N, 36) view that ``embedding_bag`` flattens through a slower 2-d transposing copy.
+        self.index = index.permute(2, 0, 1).contiguous().view(-1, _SAMPLES)
+        self.weights = weights.permute(3, 0, 1, 2).contiguous().view(-1, _SAMPLES)
 
 
 def pad_input(x: torch.Tensor) -> torch.Tensor:
