@@ -36,6 +36,23 @@ def test_fast_matches_torchvision_on_random_offsets(shape):
     assert float((fast - expected).abs().max()) <= 1e-4
 
 
+def test_sampling_plan_rows_are_dense_pixel_major():
+    """Per pixel 36 adjacent (index, weight) pairs in memory: a strided view would make every
+    ``embedding_bag`` call copy it again."""
+    _, offset, mask, _, _ = random_case(2, 4, 4, 6, 7)
+    plan = dcn.SamplingPlan(dcn.planar_offsets(offset), mask)
+    for table in (plan.index, plan.weights):
+        assert table.shape == (2 * 6 * 7, 36) and table.is_contiguous()
+    # pixel 0's centre tap (k = 4) reads its four corners at offset (dy, dx) with bilinear weights
+    dy, dx = float(offset[0, 8, 0, 0]), float(offset[0, 9, 0, 0])
+    fy, fx = dy - np.floor(dy), dx - np.floor(dx)
+    centre = plan.weights[0].view(4, 9)[:, 4]
+    assert -1 < dy < 6 and -1 < dx < 7  # inside the image: no clamping
+    corners = [(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx]
+    expected = torch.tensor(corners, dtype=torch.float32) * mask[0, 4, 0, 0]
+    torch.testing.assert_close(centre, expected, atol=1e-5, rtol=0)
+
+
 def test_taps_on_and_beyond_the_border_follow_torchvision_zero_padding():
     x = torch.ones(1, 1, 4, 5)
     weight = torch.zeros(1, 1, 3, 3)
