@@ -7,10 +7,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torchvision.ops import box_iou
 
 from featherface.boxes import decode_boxes, decode_landmarks
 from featherface.priors import prior_boxes
-from featherface.training.data import Target
+from featherface.training import matching
+from featherface.training.augment import TrainAugment
+from featherface.training.data import LabeledFaceDataset, Target, collate
+from featherface.training.labels import read_retinaface_labels
 from featherface.training.losses import (
     DetectionObjective,
     hard_negative_mask,
@@ -20,6 +24,7 @@ from featherface.training.losses import (
     resolve_loss_weights,
 )
 from featherface.training.matching import EncodedTargets, encode_targets, match_priors
+from tests.conftest import shared_path
 
 # four priors (cx, cy, w, h): three quadrants and a small centre one
 PRIORS = torch.tensor(
@@ -67,6 +72,42 @@ def test_faces_forcing_the_same_prior_leave_it_to_the_later_face():
 def test_no_faces_means_all_background():
     positive, _ = match_priors(torch.zeros(0, 4), PRIORS)
     assert not positive.any()
+
+
+def test_batched_iou_equals_torchvision_box_iou():
+    gen = torch.Generator().manual_seed(0)
+    corners = torch.rand(2, 7, 2, generator=gen)
+    boxes = torch.cat((corners, corners + torch.rand(2, 7, 2, generator=gen) * 0.5), dim=-1)
+    priors = matching.prior_corners(prior_boxes(64, 96))
+    batched = matching._batched_iou(boxes, priors)
+    for image in range(2):
+        assert torch.equal(batched[image], box_iou(boxes[image], priors))
+
+
+def test_a_batch_encodes_as_its_images_do_alone(monkeypatch):
+    """Real WIDER faces (up to a crowd per image), a face-less image and landmarks on some faces."""
+    labels = read_retinaface_labels(shared_path("data", "widerface_train1000", "label.txt"))[::40][:6]
+    samples = list(LabeledFaceDataset(labels, TrainAugment(320), seed=2))
+    targets = list(collate(samples).targets)
+    gen = torch.Generator().manual_seed(1)
+    targets[1] = Target(
+        targets[1].boxes,
+        torch.rand(len(targets[1].boxes), 5, 2, generator=gen) * 320,
+        torch.arange(len(targets[1].boxes)) % 2 == 0,
+    )
+    targets[3] = Target(torch.zeros(0, 4), torch.zeros(0, 5, 2), torch.zeros(0, dtype=torch.bool))
+    assert max(len(t.boxes) for t in targets) > 20
+    priors = prior_boxes(320, 320)
+    batched = encode_targets(targets, priors, (320, 320))
+    alone = [encode_targets([target], priors, (320, 320)) for target in targets]
+    monkeypatch.setattr(matching, "MAX_IOU_ELEMENTS", 1)  # one image per pass
+    chunked = encode_targets(targets, priors, (320, 320))
+    for field in ("labels", "boxes", "landmarks", "landmark_mask"):
+        expected = torch.cat([getattr(encoded, field) for encoded in alone])
+        assert torch.equal(getattr(batched, field), expected), field
+        assert torch.equal(getattr(chunked, field), expected), field
+    assert batched.labels[1].any() and batched.landmark_mask[1].any() and not batched.labels[3].any()
+    assert torch.isfinite(batched.boxes[3]).all()
 
 
 def test_hard_negative_mining_picks_the_highest_losses_three_per_positive():

@@ -194,7 +194,7 @@ class Trainer:
         images = batch.images.to(self.device, non_blocking=True)
         if images.dtype == torch.uint8:
             images = images.float() - self.mean
-        targets = [t.to(self.device) for t in batch.targets]
+        targets = list(batch.targets)  # stay on the host: matching moves each field in one copy
         if self.mixer.enabled:
             rng = np.random.default_rng((self.config.seed, epoch, self.global_step, self.dist.rank))
             images, targets = self.mixer(images, targets, rng)

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torchvision.ops import box_iou
 
 from featherface.boxes import DEFAULT_VARIANCES, Variances, encode_boxes, encode_landmarks
 from featherface.training.data import Target
@@ -41,19 +40,54 @@ def match_priors(
         ``positive (P,)`` bool and ``matched (P,)`` long, the face index of each prior (meaningful
         where positive).
     """
+    valid = torch.ones(1, boxes.shape[0], dtype=torch.bool, device=boxes.device)
+    positive, matched = match_priors_batch(boxes[None], valid, priors, iou_threshold, force_min_iou)
+    return positive[0], matched[0]
+
+
+def _batched_iou(boxes: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
+    """IoU of ``(B, N, 4)`` boxes with ``(P, 4)`` boxes (all ``x1 y1 x2 y2``) → ``(B, N, P)``.
+
+    Coordinate by coordinate (no trailing axis of 2 to broadcast over): the same arithmetic as
+    ``torchvision.ops.box_iou``, and the same values.
+    """
+    x1, y1, x2, y2 = (boxes[..., k, None] for k in range(4))
+    area_boxes = (x2 - x1) * (y2 - y1)
+    area_corners = (corners[:, 2] - corners[:, 0]) * (corners[:, 3] - corners[:, 1])
+    width = (torch.min(x2, corners[:, 2]) - torch.max(x1, corners[:, 0])).clamp(min=0)
+    height = (torch.min(y2, corners[:, 3]) - torch.max(y1, corners[:, 1])).clamp(min=0)
+    inter = width * height
+    return inter / (area_boxes + area_corners - inter)
+
+
+def match_priors_batch(
+    boxes: torch.Tensor,
+    valid: torch.Tensor,
+    priors: torch.Tensor,
+    iou_threshold: float = IOU_THRESHOLD,
+    force_min_iou: float = FORCE_MATCH_MIN_IOU,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`match_priors` for a batch at once, without a host sync: ``boxes (B, N, 4)`` padded,
+    ``valid (B, N)`` marking the real faces. Returns ``positive (B, P)`` and ``matched (B, P)``."""
+    batch, num_faces = valid.shape
     num_priors = priors.shape[0]
-    if boxes.shape[0] == 0:
-        return torch.zeros(num_priors, dtype=torch.bool, device=priors.device), torch.zeros(
-            num_priors, dtype=torch.long, device=priors.device
+    if num_faces == 0:
+        return (
+            torch.zeros(batch, num_priors, dtype=torch.bool, device=priors.device),
+            torch.zeros(batch, num_priors, dtype=torch.long, device=priors.device),
         )
-    iou = box_iou(boxes, prior_corners(priors))
-    best_prior_iou, best_prior = iou.max(dim=1)
-    best_face_iou, best_face = iou.max(dim=0)
-    forced = best_prior_iou >= force_min_iou
-    forced_priors = best_prior[forced]
-    forced_faces = torch.arange(boxes.shape[0], device=boxes.device)[forced]
-    best_face = best_face.scatter_reduce(0, forced_priors, forced_faces, reduce="amax", include_self=False)
-    best_face_iou = best_face_iou.index_fill(0, forced_priors, 2.0)
+    iou = _batched_iou(boxes, prior_corners(priors)).masked_fill(~valid[..., None], -1.0)
+    best_prior_iou, best_prior = iou.max(dim=2)
+    best_face_iou, best_face = iou.max(dim=1)
+    faces = torch.arange(num_faces, device=boxes.device).expand(batch, num_faces)
+    forcing = torch.where(valid & (best_prior_iou >= force_min_iou), faces, -1)
+    slots = best_prior + torch.arange(batch, device=boxes.device)[:, None] * num_priors
+    forced_face = torch.full((batch * num_priors,), -1, dtype=torch.long, device=boxes.device)
+    forced_face = forced_face.scatter_reduce(0, slots.flatten(), forcing.flatten(), reduce="amax")
+    forced_face = forced_face.view(batch, num_priors)
+    forced = forced_face >= 0
+    best_face = torch.where(forced, forced_face, best_face)
+    best_face_iou = best_face_iou.masked_fill(forced, 2.0)
     return best_face_iou >= iou_threshold, best_face
 
 
@@ -69,6 +103,79 @@ class EncodedTargets:
     landmark_mask: torch.Tensor
 
 
+#: Face × prior IoU values computed at once: a batch is matched in groups of images this size.
+MAX_IOU_ELEMENTS = 2**24
+
+
+def _groups(counts: list[int], slots: int, max_padding: float = 1.5) -> list[list[int]]:
+    """Image indices in groups of similar face counts (ascending), each padded to its largest count
+    (a face-less image takes one slot): at most ``slots`` slots per group (one image at least), and
+    at most ``max_padding`` times the slots its images need alone."""
+    groups: list[list[int]] = [[]]
+    needed = 0
+    for image in sorted(range(len(counts)), key=counts.__getitem__):
+        size = max(counts[image], 1)
+        padded = (len(groups[-1]) + 1) * size
+        if groups[-1] and (padded > slots or padded > max_padding * (needed + size)):
+            groups.append([])
+            needed = 0
+        groups[-1].append(image)
+        needed += size
+    return groups
+
+
+def _to(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``; a host-to-accelerator copy does not wait for the device."""
+    return tensor.to(device, non_blocking=tensor.device.type == "cpu" and device.type != "cpu")
+
+
+def _joined(parts: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """``parts`` concatenated on ``device``: one transfer when they share a device."""
+    if len({part.device for part in parts}) == 1:
+        return _to(torch.cat(parts), device)
+    return torch.cat([_to(part, device) for part in parts])
+
+
+def _encode_group(
+    targets: Sequence[Target],
+    priors: torch.Tensor,
+    scale: torch.Tensor,
+    iou_threshold: float,
+    force_min_iou: float,
+    variances: Variances,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Labels, boxes, landmarks and landmark mask of ``targets``, their faces padded to one count.
+
+    A padding slot holds the box ``0 0 1 1`` and zero landmarks, so its encoding stays finite.
+    """
+    device = priors.device
+    counts = [target.boxes.shape[0] for target in targets]
+    images, most = len(targets), max(max(counts), 1)
+    boxes = torch.zeros(images * most, 4, device=device)
+    boxes[:, 2:] = 1.0
+    points = torch.zeros(images * most, 10, device=device)
+    has = torch.zeros(images * most, dtype=torch.bool, device=device)
+    if sum(counts):
+        rows = [i * most + k for i, count in enumerate(counts) for k in range(count)]
+        slots = _to(torch.tensor(rows), device)
+        face_boxes = _joined([t.boxes for t in targets], device).float() / scale.repeat(2)
+        face_points = _joined([t.landmarks for t in targets], device).float().reshape(-1, 10)
+        boxes = boxes.index_copy(0, slots, face_boxes)
+        points = points.index_copy(0, slots, face_points / scale.repeat(5))
+        has = has.index_copy(0, slots, _joined([t.has_landmarks for t in targets], device))
+    valid = _to(torch.arange(most) < torch.tensor(counts)[:, None], device)
+    boxes, points, has = boxes.view(images, most, 4), points.view(images, most, 10), has.view(images, most)
+    positive, matched = match_priors_batch(boxes, valid, priors, iou_threshold, force_min_iou)
+    matched_boxes = boxes.gather(1, matched[..., None].expand(-1, -1, 4))
+    matched_points = points.gather(1, matched[..., None].expand(-1, -1, 10))
+    return (
+        positive.long(),
+        encode_boxes(matched_boxes, priors, variances),
+        encode_landmarks(matched_points, priors, variances),
+        positive & has.gather(1, matched),
+    )
+
+
 def encode_targets(
     targets: Sequence[Target],
     priors: torch.Tensor,
@@ -77,22 +184,20 @@ def encode_targets(
     force_min_iou: float = FORCE_MATCH_MIN_IOU,
     variances: Variances = DEFAULT_VARIANCES,
 ) -> EncodedTargets:
-    """Match every image's faces (pixels of an ``image_size = (H, W)`` batch) to ``priors (P, 4)``."""
+    """Match every image's faces (pixels of an ``image_size = (H, W)`` batch) to ``priors (P, 4)``.
+
+    Images are matched in a few groups of similar face counts, each in one pass over its faces
+    padded to one count (at most :data:`MAX_IOU_ELEMENTS` IoU values). On a GPU nothing waits
+    for the device: targets may stay on the host, and each group moves its faces in one
+    non-blocking copy per field.
+    """
     height, width = image_size
-    scale = torch.tensor([width, height], dtype=torch.float32, device=priors.device)
-    labels, boxes, landmarks, masks = [], [], [], []
-    for target in targets:
-        face_boxes = target.boxes.to(priors.device, torch.float32) / scale.repeat(2)
-        face_points = target.landmarks.to(priors.device, torch.float32).reshape(-1, 10) / scale.repeat(5)
-        positive, matched = match_priors(face_boxes, priors, iou_threshold, force_min_iou)
-        if face_boxes.shape[0] == 0:
-            face_boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0]], device=priors.device)
-            face_points = torch.zeros(1, 10, device=priors.device)
-            has = torch.zeros(1, dtype=torch.bool, device=priors.device)
-        else:
-            has = target.has_landmarks.to(priors.device)
-        labels.append(positive.long())
-        boxes.append(encode_boxes(face_boxes[matched], priors, variances))
-        landmarks.append(encode_landmarks(face_points[matched], priors, variances))
-        masks.append(positive & has[matched])
-    return EncodedTargets(torch.stack(labels), torch.stack(boxes), torch.stack(landmarks), torch.stack(masks))
+    scale = _to(torch.tensor([width, height], dtype=torch.float32), priors.device)
+    groups = _groups([target.boxes.shape[0] for target in targets], MAX_IOU_ELEMENTS // priors.shape[0])
+    encoded = [
+        _encode_group([targets[i] for i in group], priors, scale, iou_threshold, force_min_iou, variances)
+        for group in groups
+    ]
+    order = torch.tensor([i for group in groups for i in group])
+    restore = _to(torch.empty_like(order).scatter_(0, order, torch.arange(len(order))), priors.device)
+    return EncodedTargets(*(torch.cat(parts).index_select(0, restore) for parts in zip(*encoded)))
