@@ -58,11 +58,6 @@ class Target:
     has_landmarks: torch.Tensor
     labeled: bool = True
 
-    def to(self, device: torch.device | str) -> Target:
-        return Target(
-            self.boxes.to(device), self.landmarks.to(device), self.has_landmarks.to(device), self.labeled
-        )
-
 
 @dataclass
 class Batch:
