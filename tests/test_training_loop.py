@@ -175,6 +175,18 @@ def test_bad_settings_are_refused():
         distill(rgb_teacher, featherface_v2(), loader, epochs=1, progress=False)
 
 
+def test_a_non_finite_loss_stops_training_before_the_step():
+    model = featherface_v2()
+    with torch.no_grad():
+        model.heads.levels[0].cls.weight.fill_(float("nan"))
+    before = {name: p.clone() for name, p in model.named_parameters()}
+    with pytest.raises(FloatingPointError, match=r"the loss became nan at step 1 \(terms .*'cls': nan"):
+        train(model, make_loader(small_labeled_set(), 2), epochs=1, progress=False)
+    after = dict(model.named_parameters())
+    del before["heads.levels.0.cls.weight"]  # NaN, never equal to itself
+    assert all(torch.equal(value, after[name]) for name, value in before.items())
+
+
 def test_warmup_then_cosine_by_hand():
     factors = [warmup_cosine_factor(step, warmup_steps=2, total_steps=6, min_ratio=0.01) for step in range(7)]
     # warm-up 1/2, 2/2; then cosine from 1 at step 2 to 0.01 at step 6, halfway (0.505) at step 4

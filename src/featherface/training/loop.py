@@ -7,6 +7,7 @@ log, an atomic checkpoint after every epoch, exact resume, and a safetensors exp
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
@@ -241,15 +242,16 @@ class Trainer:
                 features = ([f.float() for f in adapted], [f.float() for f in teacher_features])
         encoded = encode_targets(targets, priors, tuple(size), self.config.iou_threshold)
         terms = self.objective(outputs, encoded, teacher_out, features)
-        loss = terms["loss"]
-        if not torch.isfinite(loss):
+        # the step's one wait for the device: every term at once
+        values = dict(zip(terms, torch.stack([v.detach().float() for v in terms.values()]).tolist()))
+        if not math.isfinite(values["loss"]):
             raise FloatingPointError(
-                f"the loss became {loss.item()} at step {self.global_step + 1} (terms "
-                f"{ {k: round(float(v), 4) for k, v in terms.items()} }); lower lr or check the labels. "
+                f"the loss became {values['loss']} at step {self.global_step + 1} (terms "
+                f"{ {k: round(v, 4) for k, v in values.items()} }); lower lr or check the labels. "
                 "The last checkpoint is intact: fix and resume."
             )
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(terms["loss"]).backward()
         if self.config.grad_clip:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.student.parameters(), self.config.grad_clip)
@@ -260,7 +262,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
         self.global_step += 1
-        return {**{k: v.detach().item() for k, v in terms.items()}, "lr": lr}
+        return {**values, "lr": lr}
 
     def _set_epoch(self, epoch: int) -> None:
         for owner in (self.loader.sampler, self.loader.dataset):

@@ -70,6 +70,16 @@ def hard_negative_mask(
     return (rank < num_neg) & ~positive
 
 
+def masked_smooth_l1(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Smooth-L1 summed over the ``(B, P, k)`` values of the priors in ``mask (B, P)``.
+
+    Selected with ``where`` rather than boolean indexing, which would make the host wait for the
+    device to count the priors; unselected priors may hold non-finite targets and add nothing.
+    """
+    per_prior = F.smooth_l1_loss(prediction, target, reduction="none").sum(dim=-1)
+    return torch.where(mask, per_prior, 0.0).sum()
+
+
 def multibox_loss(
     outputs: ModelOutput, targets: EncodedTargets, neg_pos_ratio: float = 3.0
 ) -> dict[str, torch.Tensor]:
@@ -77,15 +87,13 @@ def multibox_loss(
     loc, conf, landms = outputs
     positive = targets.labels > 0
     num_pos = positive.sum().clamp(min=1)
-    loc_loss = F.smooth_l1_loss(loc[positive], targets.boxes[positive], reduction="sum") / num_pos
+    loc_loss = masked_smooth_l1(loc, targets.boxes, positive) / num_pos
     has = targets.landmark_mask
-    landm_loss = F.smooth_l1_loss(landms[has], targets.landmarks[has], reduction="sum") / has.sum().clamp(
-        min=1
-    )
+    landm_loss = masked_smooth_l1(landms, targets.landmarks, has) / has.sum().clamp(min=1)
     ce = F.cross_entropy(conf.reshape(-1, conf.shape[-1]), targets.labels.reshape(-1), reduction="none")
     ce = ce.view_as(targets.labels)
     selected = positive | hard_negative_mask(ce, positive, neg_pos_ratio)
-    cls_loss = ce[selected].sum() / num_pos
+    cls_loss = torch.where(selected, ce, 0.0).sum() / num_pos
     return {"loc": loc_loss, "cls": cls_loss, "landm": landm_loss}
 
 
@@ -109,14 +117,14 @@ def kd_class_loss(
     kl = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=-1)
     if foreground is None:
         return kl.mean() * temperature**2
-    fg = kl[foreground].sum() / foreground.sum().clamp(min=1)
-    bg = kl[~foreground].sum() / (~foreground).sum().clamp(min=1)
+    fg = torch.where(foreground, kl, 0.0).sum() / foreground.sum().clamp(min=1)
+    bg = torch.where(foreground, 0.0, kl).sum() / (~foreground).sum().clamp(min=1)
     return (fg + bg) * temperature**2
 
 
 def kd_regression_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Smooth-L1 between ``(B, P, k)`` student and teacher outputs on priors ``mask (B, P)``, per prior."""
-    return F.smooth_l1_loss(student[mask], teacher[mask], reduction="sum") / mask.sum().clamp(min=1)
+    return masked_smooth_l1(student, teacher, mask) / mask.sum().clamp(min=1)
 
 
 def feature_loss(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor]) -> torch.Tensor:
