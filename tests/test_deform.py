@@ -40,7 +40,7 @@ def test_sampling_plan_rows_are_dense_pixel_major():
     """Per pixel 36 adjacent (index, weight) pairs in memory: a strided view would make every
     ``embedding_bag`` call copy it again."""
     _, offset, mask, _, _ = random_case(2, 4, 4, 6, 7)
-    plan = dcn.SamplingPlan(dcn.planar_offsets(offset), mask)
+    plan = dcn.sampling_plan(dcn.planar_offsets(offset), mask)
     for table in (plan.index, plan.weights):
         assert table.shape == (2 * 6 * 7, 36) and table.is_contiguous()
     # pixel 0's centre tap (k = 4) reads its four corners at offset (dy, dx) with bilinear weights
@@ -51,6 +51,25 @@ def test_sampling_plan_rows_are_dense_pixel_major():
     corners = [(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx]
     expected = torch.tensor(corners, dtype=torch.float32) * mask[0, 4, 0, 0]
     torch.testing.assert_close(centre, expected, atol=1e-5, rtol=0)
+
+
+def test_plans_of_several_convs_and_levels_at_once_equal_each_alone():
+    """``sampling_plans``: two convs' plans over three levels of a batch of two in one pass."""
+    sizes = [(6, 7), (3, 4), (1, 2)]
+    gen = torch.Generator().manual_seed(5)
+    logits = [torch.randn(2, 54, h, w, generator=gen) * 3 for h, w in sizes]
+    logits[0] = logits[0].contiguous(memory_format=torch.channels_last)
+    plans = dcn.sampling_plans(logits, dcn.SamplingGrid(2, sizes, torch.device("cpu")))
+    assert len(plans) == 2 and all(len(per_conv) == 3 for per_conv in plans)
+    for conv in range(2):
+        for level, level_logits in enumerate(logits):
+            part = level_logits[:, 27 * conv : 27 * (conv + 1)]
+            alone = dcn.sampling_plan(part[:, :18], torch.sigmoid(part[:, 18:]))
+            joint = plans[conv][level]
+            assert joint.shape == alone.shape == (2, *sizes[level])
+            assert joint.index.is_contiguous() and joint.weights.is_contiguous()
+            assert torch.equal(joint.index, alone.index)
+            torch.testing.assert_close(joint.weights, alone.weights, atol=1e-7, rtol=1e-6)  # sigmoid ulps
 
 
 def test_taps_on_and_beyond_the_border_follow_torchvision_zero_padding():

@@ -13,7 +13,7 @@ from featherface import featherface_v2
 from featherface.models.bifpn import BiFPNCell
 from featherface.models.context import ChannelShuffle
 from featherface.models.fuse import fold_channel_shuffle, fuse_model, ungroup_conv, ungroup_convs
-from featherface.models.fused import FusedDeformSSH, MergedHeads
+from featherface.models.fused import FusedDeformContext, FusedDeformSSH, MergedHeads
 from tests.conftest import shared_path
 
 GOLDEN_SMALL = ["dlib_2008_002470", "wider_0_Parade_Parade_0_102"]
@@ -47,6 +47,7 @@ def test_fused_v1_matches_unfused_and_golden(name, golden, v1_model, fused_v1):
 
 
 def test_fused_v1_structure_and_original_untouched(v1_model, fused_v1):
+    assert isinstance(fused_v1.context, FusedDeformContext)
     assert all(isinstance(m, FusedDeformSSH) for m in fused_v1.context)
     assert isinstance(fused_v1.heads, MergedHeads)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused_v1.modules())
@@ -58,6 +59,18 @@ def test_fused_v1_structure_and_original_untouched(v1_model, fused_v1):
     assert all(cell.fixed_weights is None for cell in v1_model.neck.modules() if isinstance(cell, BiFPNCell))
     with pytest.raises(RuntimeError, match="fused for inference"):
         fused_v1.train()
+
+
+def test_fused_context_runs_the_levels_together_as_each_would_alone(golden, fused_v1):
+    """Lock-step SSH over the three levels (a batch of two) equals each level's SSH on its own."""
+    meta, _ = golden
+    images = torch.cat([load(meta, "dlib_2008_002470"), load(meta, "dlib_2008_002470").flip(-1)])
+    with torch.inference_mode():
+        features = fused_v1.forward_neck(images)
+        together = fused_v1.context(features)
+        alone = [level(x) for level, x in zip(fused_v1.context, features)]
+    assert [t.shape for t in together] == [a.shape for a in alone]
+    assert worst(tuple(together), tuple(alone)) <= 1e-5
 
 
 def test_fused_v2_matches_unfused_on_a_real_image(golden):

@@ -11,6 +11,7 @@ image reads zero.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -24,6 +25,7 @@ DEFORM_IMPLS: tuple[str, ...] = ("fast", "torchvision")
 
 TAPS = 9
 _SAMPLES = 4 * TAPS
+_PLAN_CHANNELS = 3 * TAPS  # 18 offsets + 9 mask logits per conv
 #: Table rows are addressed with int32: enough for ``B·(H+3)·(W+3)·9 < 2**31`` at a level's size.
 INDEX_DTYPE = torch.int32
 
@@ -53,75 +55,135 @@ def planar_offsets(offset: torch.Tensor, dim: int = 1) -> torch.Tensor:
     return offset.unflatten(dim, (TAPS, 2)).transpose(dim, dim + 1).flatten(dim, dim + 1)
 
 
-class SamplingGrid:
-    """Per batch and input size, the constants every :class:`SamplingPlan` on that size needs.
+class SamplingPlan:
+    """Where and how strongly each output pixel of one level reads that level's projection table.
 
-    Pixels are numbered ``n = (b·H + y)·W + x`` over the whole batch (``N = B·H·W``). ``base``
-    ``(2, 9, N)``: undeformed tap rows and columns; ``high`` ``(2, 1, 1)``: the upper clamp
-    bounds ``(H, W)`` (the lower one is ``-1`` for both axes); ``row_stride``: table rows per
-    padded image row; ``corners`` ``(4, 9, 1)``: table-row offsets of each tap's four bilinear
-    corners plus the padding shift; ``image_rows`` ``(N,)``: the first table row of each pixel's
-    image.
+    ``index`` and ``weights`` are dense ``(B·H·W, 36)`` rows: per output pixel, 4 bilinear corners
+    × 9 taps. Table row ``((b·(H+3) + y)·(W+3) + x)·9 + k`` holds tap ``k``'s projection of pixel
+    ``(y, x)`` of the input zero-padded by 1 before and 2 after each spatial axis (see
+    :func:`pad_input`); clamping sample coordinates to ``[-1, H] × [-1, W]`` keeps every corner
+    inside that table and reproduces torchvision's zero padding exactly. ``shape`` is ``(B, H, W)``.
+    Built by :func:`sampling_plan` (one conv) or :func:`sampling_plans` (several at once).
     """
 
-    def __init__(self, batch: int, height: int, width: int, device: torch.device) -> None:
-        # No Python branch depends on the size, so traced and exported graphs stay size-generic.
+    def __init__(self, index: torch.Tensor, weights: torch.Tensor, shape: tuple[int, int, int]) -> None:
+        self.index = index
+        self.weights = weights
+        self.shape = shape
+
+
+class SamplingGrid:
+    """Per batch and level sizes, the constants every :class:`SamplingPlan` on those sizes needs.
+
+    Pixels are numbered level by level and, within a level, ``n = (b·H + y)·W + x`` (the row order
+    of channels-last memory), ``N`` in all. Per pixel and tap: ``base`` ``(N, 2, 9)`` the
+    undeformed sample row and column, ``high`` ``(N, 2, 9)`` the upper clamp bounds ``(H, W)`` of
+    the pixel's level (the lower one is ``-1`` for both axes), ``row_stride`` ``(N, 9)`` table rows
+    per padded image row, and ``corners`` ``(N, 4, 9)`` the table-row offsets of the four bilinear
+    corners plus the padding shift and the first table row of the pixel's image. Each level reads
+    its own table.
+
+    Args:
+        batch: images per batch.
+        sizes: ``(H, W)`` of each level, in the order the plans stack them.
+        device: where the constants live.
+    """
+
+    def __init__(self, batch: int, sizes: Sequence[tuple[int, int]], device: torch.device) -> None:
+        # No Python branch depends on a size, so traced and exported graphs stay size-generic.
+        self.shapes = [(batch, height, width) for height, width in sizes]
+        self.pixels = [batch * height * width for height, width in sizes]
+        levels = [self._level(batch, height, width, device) for height, width in sizes]
+        self.base, self.high, self.row_stride, self.corners = (torch.cat(parts) for parts in zip(*levels))
+
+    @staticmethod
+    def _level(batch: int, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, ...]:
         kernel = torch.arange(-1, 2, device=device, dtype=torch.float32)
-        rows = torch.arange(height, device=device, dtype=torch.float32)[:, None].expand(height, width)
-        cols = torch.arange(width, device=device, dtype=torch.float32)[None, :].expand(height, width)
-        tap_rows = kernel[:, None].expand(3, 3).reshape(TAPS, 1)
-        tap_cols = kernel[None, :].expand(3, 3).reshape(TAPS, 1)
-        base = torch.stack((rows.reshape(1, -1) + tap_rows, cols.reshape(1, -1) + tap_cols))
-        self.base = base.repeat(1, 1, batch)
-        one = torch.ones(1, 1, device=device)
-        self.high = torch.stack((one * height, one * width))
-        self.row_stride = (width + 3) * TAPS
-        image_rows = (height + 3) * self.row_stride
+        tap_rows = kernel[:, None].expand(3, 3).reshape(TAPS)
+        tap_cols = kernel[None, :].expand(3, 3).reshape(TAPS)
+        rows = torch.arange(height, device=device, dtype=torch.float32)[:, None, None] + tap_rows
+        cols = torch.arange(width, device=device, dtype=torch.float32)[None, :, None] + tap_cols
+        rows, cols = rows.expand(height, width, TAPS), cols.expand(height, width, TAPS)
+        base = torch.stack((rows, cols), dim=2).reshape(1, -1, 2, TAPS)
+        high = torch.stack((rows * 0 + height, cols * 0 + width), dim=2).reshape(1, -1, 2, TAPS)
+        base, high = (t.repeat(batch, 1, 1, 1).reshape(-1, 2, TAPS) for t in (base, high))
+        row_stride = (width + 3) * TAPS
+        images = torch.arange(batch, device=device, dtype=INDEX_DTYPE) * ((height + 3) * row_stride)
+        image_rows = images.repeat_interleave(height * width)[:, None]
         taps = torch.arange(TAPS, device=device, dtype=INDEX_DTYPE)
-        down = self.row_stride
-        corners = torch.stack((taps, taps + TAPS, taps + down, taps + (down + TAPS)))
-        self.corners = (corners + (down + TAPS))[:, :, None]
-        images = torch.arange(batch, device=device, dtype=INDEX_DTYPE) * image_rows
-        self.image_rows = images.repeat_interleave(height * width)
+        corners = torch.stack((taps, taps + TAPS, taps + row_stride, taps + (row_stride + TAPS)))
+        corners = (corners + (row_stride + TAPS))[None] + image_rows[:, :, None]
+        strides = (image_rows * 0 + row_stride).expand(-1, TAPS).contiguous()
+        return base, high, strides, corners
+
+    def split(self, index: torch.Tensor, weights: torch.Tensor) -> list[SamplingPlan]:
+        """Cut ``(N, 36)`` rows into one :class:`SamplingPlan` per level (views, no copy)."""
+        plans, start = [], 0
+        for pixels, shape in zip(self.pixels, self.shapes):
+            end = start + pixels
+            plans.append(SamplingPlan(index[start:end], weights[start:end], shape))
+            start = end
+        return plans
 
 
-class SamplingPlan:
-    """Where and how strongly each output pixel reads the projection table.
+def _plan_rows(
+    offset: torch.Tensor, mask: torch.Tensor, grid: SamplingGrid
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``offset (N, 2, 9)`` ``(dy, dx)`` per pixel and tap and ``mask (N, 9)`` → ``index`` and
+    ``weights`` ``(N, 36)``. Pixel-major throughout, as channels-last conv outputs arrive and as
+    ``embedding_bag`` reads: no transposing copy on the way in or out."""
+    sample = torch.minimum((offset + grid.base).clamp_min(-1), grid.high)
+    low = sample.floor()
+    frac = sample - low
+    bottom = frac[:, 0] * mask
+    top = mask - bottom
+    right = frac[:, 1]
+    left = 1 - right
+    weights = torch.stack((top * left, top * right, bottom * left, bottom * right), dim=1)
+    low = low.to(INDEX_DTYPE)
+    top_left = low[:, 0] * grid.row_stride + low[:, 1] * TAPS
+    index = top_left[:, None] + grid.corners
+    return index.view(-1, _SAMPLES), weights.view(-1, _SAMPLES)
 
-    ``index`` and ``weights`` are ``(B·H·W, 36)``: per output pixel, 4 bilinear corners × 9 taps.
-    Table row ``((b·(H+3) + y)·(W+3) + x)·9 + k`` holds tap ``k``'s projection of pixel ``(y, x)``
-    of the input zero-padded by 1 before and 2 after each spatial axis (see :func:`pad_input`);
-    clamping sample coordinates to ``[-1, H] × [-1, W]`` keeps every corner inside that table and
-    reproduces torchvision's zero padding exactly.
+
+def sampling_plan(offset: torch.Tensor, mask: torch.Tensor, grid: SamplingGrid | None = None) -> SamplingPlan:
+    """The plan of one deformable conv.
 
     Args:
         offset: ``(B, 18, H, W)`` in the planar order of :func:`planar_offsets`.
         mask: ``(B, 9, H, W)`` modulation.
         grid: the constants for this size, shared by several plans (built when ``None``).
-
-    The arithmetic runs pixel-innermost (for one contiguous ``(1, C, H, W)`` input it starts
-    without a copy); the two results are transposed to pixel-major rows at the end.
     """
+    batch, _, height, width = offset.shape
+    grid = grid or SamplingGrid(batch, [(height, width)], offset.device)
+    dtype = torch.promote_types(offset.dtype, torch.float32)  # half offsets sample in float32
+    offset = offset.to(dtype).permute(0, 2, 3, 1).reshape(-1, 2, TAPS)
+    mask = mask.to(dtype).permute(0, 2, 3, 1).reshape(-1, TAPS)
+    return grid.split(*_plan_rows(offset, mask, grid))[0]
 
-    def __init__(self, offset: torch.Tensor, mask: torch.Tensor, grid: SamplingGrid | None = None) -> None:
-        batch, _, height, width = offset.shape
-        grid = grid or SamplingGrid(batch, height, width, offset.device)
-        self.shape = (batch, height, width)
-        dtype = torch.promote_types(offset.dtype, torch.float32)  # half offsets sample in float32
-        offset = offset.to(dtype).transpose(0, 1).reshape(2, TAPS, -1)  # (2 axes, 9, N): dy, dx
-        sample = torch.minimum((offset + grid.base).clamp_min(-1), grid.high)
-        low = sample.floor()
-        frac = sample - low
-        sides = torch.stack((1 - frac, frac), dim=1)  # (2 axes, 2 sides, 9, N)
-        rows = sides[0] * mask.to(dtype).transpose(0, 1).reshape(1, TAPS, -1)
-        weights = rows[:, None] * sides[1][None]  # (2, 2, 9, N): corners × taps
-        low = low.to(INDEX_DTYPE)
-        top_left = low[0] * grid.row_stride + low[1] * TAPS + grid.image_rows
-        index = top_left[None] + grid.corners  # (4, 9, N)
-        # Copy while still 3-d / 4-d: that copy runs in parallel, while a reshape alone would return a
-        # strided (N, 36) view that ``embedding_bag`` flattens through a slower 2-d transposing copy.
-        self.index = index.permute(2, 0, 1).contiguous().view(-1, _SAMPLES)
-        self.weights = weights.permute(3, 0, 1, 2).contiguous().view(-1, _SAMPLES)
+
+def sampling_plans(offset_logits: Sequence[torch.Tensor], grid: SamplingGrid) -> list[list[SamplingPlan]]:
+    """The plans of ``P`` deformable convs per level, each conv's levels computed at once.
+
+    Args:
+        offset_logits: per level of ``grid`` ``(B, 27·P, H, W)``: for each conv 18 planar offsets
+            then 9 mask logits (the mask is their ``sigmoid``); channels-last memory reads
+            without a copy.
+        grid: the constants for these levels.
+
+    Returns:
+        ``plans[p][level]``.
+    """
+    channels = offset_logits[0].shape[1]
+    per_level = [logits.permute(0, 2, 3, 1).reshape(-1, channels) for logits in offset_logits]
+    rows = per_level[0] if len(per_level) == 1 else torch.cat(per_level)
+    rows = rows.to(torch.promote_types(rows.dtype, torch.float32))  # half logits sample in float32
+    plans = []
+    for start in range(0, channels, _PLAN_CHANNELS):
+        offset = rows[:, start : start + 2 * TAPS].unflatten(1, (2, TAPS))
+        mask = torch.sigmoid(rows[:, start + 2 * TAPS : start + _PLAN_CHANNELS].contiguous())
+        plans.append(grid.split(*_plan_rows(offset, mask, grid)))
+    return plans
 
 
 def pad_input(x: torch.Tensor) -> torch.Tensor:
@@ -129,11 +191,16 @@ def pad_input(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 2, 1, 2)).reshape(-1, x.shape[1])
 
 
-def project(padded: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """The projection table ``(rows·9, C_out)``: every padded pixel through every tap of ``weight``."""
+def projection(weight: torch.Tensor) -> torch.Tensor:
+    """``(C_out, C_in, 3, 3) → (C_in, 9·C_out)``: the matrix :func:`project` multiplies by."""
     out_channels, channels = weight.shape[:2]
-    projection = weight.permute(1, 2, 3, 0).reshape(channels, TAPS * out_channels)
-    return (padded @ projection.to(padded.dtype)).reshape(-1, out_channels)
+    return weight.permute(1, 2, 3, 0).reshape(channels, TAPS * out_channels)
+
+
+def project(padded: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """The projection table ``(rows·9, C_out)``: every padded pixel through every tap of the
+    conv whose :func:`projection` is ``matrix``."""
+    return (padded @ matrix.to(padded.dtype)).reshape(-1, matrix.shape[1] // TAPS)
 
 
 def gather(table: torch.Tensor, plan: SamplingPlan, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -145,7 +212,7 @@ def gather(table: torch.Tensor, plan: SamplingPlan, bias: torch.Tensor | None = 
     else:
         out = F.embedding_bag(plan.index, table, per_sample_weights=weights, mode="sum")
     if bias is not None:
-        out = out + bias.to(out.dtype)
+        out = out.add_(bias.to(out.dtype))
     return out.reshape(*plan.shape, -1).permute(0, 3, 1, 2)
 
 
@@ -174,7 +241,8 @@ def deform_conv3x3(
     """
     _check_shapes(x, offset, mask, weight)
     if impl == "fast":
-        return gather(project(pad_input(x), weight), SamplingPlan(planar_offsets(offset), mask), bias)
+        plan = sampling_plan(planar_offsets(offset), mask)
+        return gather(project(pad_input(x), projection(weight)), plan, bias)
     if impl == "torchvision":
         return torchvision.ops.deform_conv2d(x, offset, weight, bias, padding=(1, 1), mask=mask)
     raise ValueError(f"unknown deformable conv impl {impl!r}; use one of {DEFORM_IMPLS}")

@@ -9,12 +9,13 @@ from torch import nn
 from featherface.models.dcn import (
     DEFORM_IMPLS,
     DeformImpl,
-    SamplingPlan,
     deform_conv3x3,
     gather,
     pad_input,
     planar_offsets,
     project,
+    projection,
+    sampling_plan,
 )
 
 
@@ -54,8 +55,8 @@ class DeformConv2d(nn.Module):
             offset, mask = self.offset_conv(x), 2.0 * torch.sigmoid(self.mask_conv(x))
             return deform_conv3x3(x, offset, mask, self.weight, self.bias, impl="torchvision")
         offset, mask_logits = F.conv2d(x, *self.offset_mask_conv(), padding=1).split((18, 9), dim=1)
-        plan = SamplingPlan(offset, 2.0 * torch.sigmoid(mask_logits))
-        return gather(project(pad_input(x), self.weight), plan, self.bias)
+        plan = sampling_plan(offset, 2.0 * torch.sigmoid(mask_logits))
+        return gather(project(pad_input(x), projection(self.weight)), plan, self.bias)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[1]}, {self.weight.shape[0]}, impl={self.impl!r}"

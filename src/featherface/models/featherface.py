@@ -21,6 +21,13 @@ ANCHORS_PER_LOCATION = 2
 ModelOutput = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
+class PerLevel(nn.ModuleList):
+    """One module per pyramid level: ``forward(features)`` applies each to its level's features."""
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [module(x) for module, x in zip(self, features)]
+
+
 class PerLevelCBAM(nn.Module):
     """An independent :class:`CBAM` for each pyramid level (FeatherFace V1)."""
 
@@ -81,7 +88,7 @@ class FeatherFace(nn.Module):
         body_attention: nn.Module,
         neck: nn.Sequential,
         neck_attention: nn.Module,
-        context: nn.ModuleList,
+        context: nn.Module,
         shuffle: nn.ModuleList,
         heads: nn.Module,
     ) -> None:
@@ -104,7 +111,7 @@ class FeatherFace(nn.Module):
 
     def forward_head(self, neck_features: list[torch.Tensor]) -> ModelOutput:
         """Context, shuffle and heads on the neck features."""
-        features = [shuffle(ssh(x)) for ssh, shuffle, x in zip(self.context, self.shuffle, neck_features)]
+        features = [shuffle(x) for shuffle, x in zip(self.shuffle, self.context(neck_features))]
         return self.heads(features)
 
     def forward(self, images: torch.Tensor) -> ModelOutput:
@@ -146,7 +153,7 @@ def build_featherface_v1() -> FeatherFace:
         body_attention=PerLevelCBAM(body_channels),
         neck=neck,
         neck_attention=PerLevelCBAM((channels,) * NUM_LEVELS),
-        context=nn.ModuleList(deformable_ssh(channels, channels) for _ in range(NUM_LEVELS)),
+        context=PerLevel(deformable_ssh(channels, channels) for _ in range(NUM_LEVELS)),
         shuffle=nn.ModuleList(shuffle_block(channels) for _ in range(NUM_LEVELS)),
         heads=SeparateHeads(channels),
     )
@@ -172,7 +179,7 @@ def build_featherface_v2() -> FeatherFace:
         body_attention=SharedCBAM(body_channels, reduction=32),
         neck=neck,
         neck_attention=SharedCBAM((channels,) * NUM_LEVELS, reduction=32),
-        context=nn.ModuleList(grouped_ssh(channels, channels, groups=4) for _ in range(NUM_LEVELS)),
+        context=PerLevel(grouped_ssh(channels, channels, groups=4) for _ in range(NUM_LEVELS)),
         shuffle=nn.ModuleList(light_shuffle_block(channels, groups=4) for _ in range(NUM_LEVELS)),
         heads=SharedHeads(channels, trunk_channels=16, groups=2),
     )

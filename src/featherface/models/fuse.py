@@ -15,7 +15,7 @@ from featherface.models.attention import SpatialGate
 from featherface.models.bifpn import BiFPNCell, LightSeparableConv, SeparableConv
 from featherface.models.context import SSH, ChannelShuffle
 from featherface.models.deform import DeformConv2d
-from featherface.models.fused import FusedDeformSSH, MergedHeads
+from featherface.models.fused import FusedDeformContext, FusedDeformSSH, MergedHeads
 
 ConvLike = nn.Conv2d | DeformConv2d
 
@@ -162,6 +162,8 @@ def fuse_model(model: nn.Module, channels_last: bool = True) -> nn.Module:
     fused = copy.deepcopy(model).eval()
     fused = _fuse_module(fused)
     fused.heads = _merge_heads(fused.heads)
+    if all(isinstance(level, FusedDeformSSH) for level in fused.context):
+        fused.context = FusedDeformContext(list(fused.context))
     fused.fused = True
     if channels_last:
         fused = fused.to(memory_format=torch.channels_last)

@@ -6,14 +6,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featherface.models.dcn import TAPS, SamplingGrid, SamplingPlan, gather, pad_input, project
+from featherface.models.dcn import (
+    TAPS,
+    SamplingGrid,
+    SamplingPlan,
+    gather,
+    pad_input,
+    project,
+    projection,
+    sampling_plans,
+)
 from featherface.models.deform import DeformConv2d
 from featherface.models.heads import flatten_level
 from featherface.models.padding import mask_padding
 from featherface.models.tracing import is_exporting
 
-_OFFSETS = 2 * TAPS
 _PLAN_CHANNELS = 3 * TAPS
+_DEFORM_CONVS = ("conv3x3", "conv5x5_1", "conv5x5_2", "conv7x7_2", "conv7x7_3")
 
 
 def _merged_offset_conv(*convs: DeformConv2d) -> nn.Conv2d:
@@ -25,65 +34,90 @@ def _merged_offset_conv(*convs: DeformConv2d) -> nn.Conv2d:
     return merged
 
 
-def _plans(offset_logits: torch.Tensor, grid: SamplingGrid) -> list[SamplingPlan]:
-    """One plan per 27 channels; the mask is ``sigmoid`` alone, its factor 2 lives in the weights."""
-    plans = []
-    for part in offset_logits.contiguous().split(_PLAN_CHANNELS, dim=1):
-        offset, mask_logits = part.split((_OFFSETS, TAPS), dim=1)
-        plans.append(SamplingPlan(offset, torch.sigmoid(mask_logits), grid))
-    return plans
-
-
 class FusedDeformSSH(nn.Module):
     """FeatherFace V1's deformable SSH with BN folded into each deformable conv (as a bias), the
     offset / mask convs of deformable convs that share an input merged into one conv, the mask's
-    factor 2 folded into the weights, and each input padded once for all the convs that read it.
-    Same outputs as the :class:`SSH` it replaces.
+    factor 2 folded into the weights (kept as :func:`~featherface.models.dcn.projection`
+    matrices), and each input padded once for all the convs that read it. Same outputs as the
+    :class:`SSH` it replaces; :class:`FusedDeformContext` runs several levels' at once.
     """
 
     def __init__(self, ssh: nn.Module) -> None:
         super().__init__()
-        names = ("conv3x3", "conv5x5_1", "conv5x5_2", "conv7x7_2", "conv7x7_3")
-        convs: dict[str, DeformConv2d] = {name: getattr(ssh, name)[0] for name in names}
+        convs: dict[str, DeformConv2d] = {name: getattr(ssh, name)[0] for name in _DEFORM_CONVS}
         if any(conv.bias is None for conv in convs.values()):
             raise ValueError("fold each SSH batch norm into its deformable conv before fusing the SSH")
-        self.weights = nn.ParameterDict({n: nn.Parameter(2 * c.weight.detach()) for n, c in convs.items()})
+        self.projections = nn.ParameterDict(
+            {n: nn.Parameter(projection(2 * c.weight.detach()).contiguous()) for n, c in convs.items()}
+        )
         self.biases = nn.ParameterDict({n: nn.Parameter(c.bias.detach().clone()) for n, c in convs.items()})
         self.offsets_x = _merged_offset_conv(convs["conv3x3"], convs["conv5x5_1"])
         self.offsets_s = _merged_offset_conv(convs["conv5x5_2"], convs["conv7x7_2"])
         self.offsets_t = _merged_offset_conv(convs["conv7x7_3"])
         self.negative_slope = ssh.conv5x5_1[-1].negative_slope
-        self._last_grid: tuple[tuple, SamplingGrid] | None = None
+        self._grids = _GridCache()
 
-    def _grid(self, x: torch.Tensor) -> SamplingGrid:
-        """The sampling constants for ``x``'s batch and size, kept for the next call of the same
-        size (a video, a fixed input size); rebuilt from the traced sizes when exporting."""
-        key = (x.shape[0], x.shape[2], x.shape[3], x.device)
-        if is_exporting():
-            return SamplingGrid(*key)
-        last = self._last_grid  # one read: another thread may replace it meanwhile
-        if last is None or last[0] != key:
-            last = (key, SamplingGrid(*key))
-            self._last_grid = last
-        return last[1]
+    def deform(self, padded: torch.Tensor, plan: SamplingPlan, name: str) -> torch.Tensor:
+        """Deformable conv ``name`` of a :func:`~featherface.models.dcn.pad_input` result."""
+        return gather(project(padded, self.projections[name]), plan, self.biases[name])
 
-    def _deform(self, padded: torch.Tensor, plan: SamplingPlan, name: str) -> torch.Tensor:
-        return gather(project(padded, self.weights[name]), plan, self.biases[name])
+    def activated(self, padded: torch.Tensor, plan: SamplingPlan, name: str) -> torch.Tensor:
+        """:meth:`deform`, then the leaky ReLU of the 5×5 / 7×7 branches (padding kept zero)."""
+        return mask_padding(F.leaky_relu(self.deform(padded, plan, name), self.negative_slope, inplace=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        grid = self._grid(x)
-        x = mask_padding(x)
-        plan3, plan5 = _plans(self.offsets_x(x), grid)
-        padded = pad_input(x)
-        branch3 = self._deform(padded, plan3, "conv3x3")
-        shared = mask_padding(F.leaky_relu(self._deform(padded, plan5, "conv5x5_1"), self.negative_slope))
-        plan5, plan7 = _plans(self.offsets_s(shared), grid)
-        padded = pad_input(shared)
-        branch5 = self._deform(padded, plan5, "conv5x5_2")
-        inner = mask_padding(F.leaky_relu(self._deform(padded, plan7, "conv7x7_2"), self.negative_slope))
-        (plan7,) = _plans(self.offsets_t(inner), grid)
-        branch7 = self._deform(pad_input(inner), plan7, "conv7x7_3")
-        return F.relu(torch.cat((branch3, branch5, branch7), dim=1))
+        return _deform_ssh([self], [x], self._grids([x]))[0]
+
+
+class _GridCache:
+    """The :class:`SamplingGrid` of the last batch and sizes seen (a video, a fixed input size),
+    rebuilt from the traced sizes when exporting."""
+
+    def __init__(self) -> None:
+        self._last: tuple[tuple, SamplingGrid] | None = None
+
+    def __call__(self, features: list[torch.Tensor]) -> SamplingGrid:
+        batch, device = features[0].shape[0], features[0].device
+        sizes = [(x.shape[2], x.shape[3]) for x in features]
+        if is_exporting():
+            return SamplingGrid(batch, sizes, device)
+        key = (batch, tuple(sizes), device)
+        last = self._last  # one read: another thread may replace it meanwhile
+        if last is None or last[0] != key:
+            last = (key, SamplingGrid(batch, sizes, device))
+            self._last = last
+        return last[1]
+
+
+def _deform_ssh(
+    levels: list[FusedDeformSSH], features: list[torch.Tensor], grid: SamplingGrid
+) -> list[torch.Tensor]:
+    """Every level's SSH in lock-step: each stage's sampling plans for all levels in one go."""
+    xs = [mask_padding(x) for x in features]
+    plans3, plans5 = sampling_plans([level.offsets_x(x) for level, x in zip(levels, xs)], grid)
+    padded = [pad_input(x) for x in xs]
+    branch3 = [level.deform(p, plan, "conv3x3") for level, p, plan in zip(levels, padded, plans3)]
+    shared = [level.activated(p, plan, "conv5x5_1") for level, p, plan in zip(levels, padded, plans5)]
+    plans5, plans7 = sampling_plans([level.offsets_s(x) for level, x in zip(levels, shared)], grid)
+    padded = [pad_input(x) for x in shared]
+    branch5 = [level.deform(p, plan, "conv5x5_2") for level, p, plan in zip(levels, padded, plans5)]
+    inner = [level.activated(p, plan, "conv7x7_2") for level, p, plan in zip(levels, padded, plans7)]
+    (plans7,) = sampling_plans([level.offsets_t(x) for level, x in zip(levels, inner)], grid)
+    branch7 = [level.deform(pad_input(x), plan, "conv7x7_3") for level, x, plan in zip(levels, inner, plans7)]
+    return [F.relu(torch.cat(branches, dim=1), inplace=True) for branches in zip(branch3, branch5, branch7)]
+
+
+class FusedDeformContext(nn.ModuleList):
+    """The pyramid's :class:`FusedDeformSSH` levels run together: ``forward(features)`` maps the
+    list of level features to the list of SSH outputs, each stage's sampling plans computed for
+    all levels at once (a third of the small ops of running the levels one by one)."""
+
+    def __init__(self, levels: list[FusedDeformSSH]) -> None:
+        super().__init__(levels)
+        self._grids = _GridCache()
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        return _deform_ssh(list(self), features, self._grids(features))
 
 
 def _anchor_interleaved_conv(convs: tuple[nn.Conv2d, ...], values: tuple[int, ...]) -> nn.Conv2d:
