@@ -77,6 +77,16 @@ def test_batch_of_mixed_sizes_equals_single_calls(detector):
     assert sum(len(f) for f in batched) > 5
 
 
+def test_v2_batch_of_mixed_sizes_equals_single_calls():
+    """V2's fused SSH and dense convs keep the padded border masked like the unfused layers."""
+    detector = FaceDetector("featherface_v2", device="cpu")
+    paths = [dlib(n) for n in SMALL]
+    batched = detector(paths, batch_size=4)
+    for path, faces in zip(paths, batched):
+        assert match(faces, detector(path), tol=0.01)
+    assert sum(len(f) for f in batched) > 5
+
+
 def test_concurrent_threads_give_sequential_results(detector):
     paths = [dlib(n) for n in SMALL] * 2
     sequential = [detector(p) for p in paths]

@@ -13,7 +13,9 @@ from featherface import featherface_v2
 from featherface.models.bifpn import BiFPNCell
 from featherface.models.context import ChannelShuffle
 from featherface.models.fuse import fold_channel_shuffle, fuse_model, ungroup_conv, ungroup_convs
-from featherface.models.fused import FusedDeformContext, FusedDeformSSH, MergedHeads
+from featherface.models.fused import FusedDeformContext, FusedDeformSSH, FusedSSH, MergedHeads
+from featherface.models.padding import valid_region
+from featherface.priors import valid_prior_mask
 from tests.conftest import shared_path
 
 GOLDEN_SMALL = ["dlib_2008_002470", "wider_0_Parade_Parade_0_102"]
@@ -89,6 +91,36 @@ def test_fused_v2_matches_unfused_on_a_real_image(golden):
         assert worst(model(x), fuse_model(model, channels_last=False)(x)) <= 1e-4
 
 
+def test_fused_v2_runs_dense_ssh_convs_and_no_narrow_groups():
+    fused = featherface_v2(pretrained=True).fuse()
+    assert all(isinstance(level, FusedSSH) for level in fused.context)
+    assert [len(list(level.children())) for level in fused.context] == [4, 4, 4]
+    grouped = [m for m in fused.modules() if isinstance(m, torch.nn.Conv2d) and 1 < m.groups < m.in_channels]
+    assert grouped and all(m.in_channels // m.groups > 4 for m in grouped)  # only the head trunks' 16
+    with pytest.raises(ValueError, match="grouped SSH"):
+        FusedSSH(featherface_v2().context[0])  # batch norms not folded yet
+
+
+@pytest.mark.parametrize("arch", ["v1", "v2"])
+def test_fused_padded_batch_equals_single_image_runs(arch, golden, v1_model):
+    """Every rewritten layer (lock-step deformable SSH, dense V2 SSH, ungrouped convs) keeps the
+    padded border of a smaller image out of its outputs."""
+    meta, _ = golden
+    model = (v1_model if arch == "v1" else featherface_v2(pretrained=True)).fuse()
+    large = load(meta, "dlib_2008_002470")[..., :96, :128]
+    small = load(meta, "dlib_tom_cruise")[..., :70, :101].contiguous()
+    batch = torch.zeros(2, 3, 96, 128)
+    batch[0], batch[1, :, :70, :101] = large[0], small[0]
+    sizes = [(96, 128), (70, 101)]
+    with torch.inference_mode():
+        with valid_region(sizes, (96, 128)):
+            padded = model(batch)
+        alone = model(small)
+    keep = valid_prior_mask(sizes, (96, 128))[1]
+    for joint, single in zip(padded, alone):
+        torch.testing.assert_close(joint[1][keep], single[0], atol=2e-5, rtol=0)
+
+
 @pytest.mark.parametrize("groups", [1, 4])
 def test_channel_shuffle_folds_into_a_following_pointwise_conv(groups):
     torch.manual_seed(0)
@@ -105,10 +137,14 @@ def test_a_grouped_conv_and_its_ungrouped_equal_agree(channels, out, groups, ker
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(channels, out, kernel, padding=kernel // 2, groups=groups)
     x = torch.randn(2, channels, 7, 9)
+    conv.register_forward_pre_hook(lambda module, args: (args[0].flip(-1),))  # e.g. a padding mask
     dense = ungroup_conv(conv)
     assert dense.groups == 1 and dense.weight.shape == (out, channels, kernel, kernel)
     with torch.no_grad():
         torch.testing.assert_close(dense(x), conv(x), rtol=0, atol=1e-6)
+        assert not torch.allclose(
+            dense(x), torch.nn.functional.conv2d(x, dense.weight, dense.bias, padding=kernel // 2)
+        )
 
 
 def test_ungrouped_v2_keeps_its_outputs_and_only_depthwise_groups(golden):

@@ -15,7 +15,7 @@ from featherface.models.attention import SpatialGate
 from featherface.models.bifpn import BiFPNCell, LightSeparableConv, SeparableConv
 from featherface.models.context import SSH, ChannelShuffle
 from featherface.models.deform import DeformConv2d
-from featherface.models.fused import FusedDeformContext, FusedDeformSSH, MergedHeads
+from featherface.models.fused import FusedDeformContext, FusedDeformSSH, FusedSSH, MergedHeads, dense_weight
 
 ConvLike = nn.Conv2d | DeformConv2d
 
@@ -36,17 +36,6 @@ def fold_batch_norm(conv: ConvLike, bn: nn.BatchNorm2d) -> ConvLike:
     conv.weight.copy_(weight.to(dtype))
     conv.bias = nn.Parameter(((bias - bn.running_mean.double()) * scale + bn.bias.double()).to(dtype))
     return conv
-
-
-def dense_weight(conv: nn.Conv2d) -> torch.Tensor:
-    """The weight of the ungrouped conv equal to ``conv``: ``(C_out, C_in, kh, kw)``, block-diagonal
-    over the groups (zeros between them)."""
-    per_group_in, per_group_out = conv.in_channels // conv.groups, conv.out_channels // conv.groups
-    dense = conv.weight.new_zeros(conv.out_channels, conv.in_channels, *conv.kernel_size)
-    for g in range(conv.groups):
-        rows = slice(g * per_group_out, (g + 1) * per_group_out)
-        dense[rows, g * per_group_in : (g + 1) * per_group_in] = conv.weight[rows]
-    return dense
 
 
 @torch.no_grad()
@@ -82,20 +71,26 @@ def ungroup_conv(conv: nn.Conv2d) -> nn.Conv2d:
     dense.weight.copy_(dense_weight(conv))
     if conv.bias is not None:
         dense.bias.copy_(conv.bias)
+    for hook in conv._forward_pre_hooks.values():  # e.g. the padded-batch input mask
+        dense.register_forward_pre_hook(hook)
     return dense
 
 
-def ungroup_convs(model: nn.Module) -> nn.Module:
+def ungroup_convs(model: nn.Module, max_group_width: int | None = None) -> nn.Module:
     """Replace, in place, every grouped conv that is not depthwise by its ungrouped equal (exact:
-    the extra weights are zeros); returns ``model``.
+    the extra weights are zeros); returns ``model``. With ``max_group_width``, only convs whose
+    groups read at most that many input channels.
 
-    For ONNX Runtime on CPU: it runs convs in a blocked channel layout (8 or 16 channels per
-    block) and a conv whose groups are narrower than a block falls back to the plain layout,
-    paying a layout conversion on each side, which costs more than the zero weights.
+    Both runtimes compute in a blocked channel layout (8 or 16 channels per block): a conv whose
+    groups are narrower than a block falls back to slower code (ONNX Runtime converts the layout
+    on each side; PyTorch's oneDNN path runs a grouped kernel with most lanes idle), which costs
+    more than the zero weights.
     """
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
-            if isinstance(child, nn.Conv2d) and 1 < child.groups < child.in_channels:
+            if not (isinstance(child, nn.Conv2d) and 1 < child.groups < child.in_channels):
+                continue
+            if max_group_width is None or child.in_channels // child.groups <= max_group_width:
                 setattr(module, name, ungroup_conv(child))
     return model
 
@@ -136,6 +131,8 @@ def _fuse_module(module: nn.Module) -> nn.Module:
         module.bn = nn.Identity()
     elif isinstance(module, SSH) and isinstance(module.conv3x3[0], DeformConv2d):
         return FusedDeformSSH(module)
+    elif isinstance(module, SSH):
+        return FusedSSH(module)
     return module
 
 
@@ -146,6 +143,11 @@ def _merge_heads(heads: nn.Module) -> MergedHeads:
     return MergedHeads([h.trunk for h in heads.levels], [(h.box, h.cls, h.landmark) for h in heads.levels])
 
 
+#: Grouped convs reading at most this many channels per group run faster ungrouped in eager
+#: PyTorch on CPU (V2's 2- and 4-channel groups: about 1 ms of a 640×480 forward pass).
+_NARROW_GROUPS = 4
+
+
 @torch.no_grad()
 def fuse_model(model: nn.Module, channels_last: bool = True) -> nn.Module:
     """An inference-only copy of a FeatherFace model with every exact rewrite applied.
@@ -153,8 +155,10 @@ def fuse_model(model: nn.Module, channels_last: bool = True) -> nn.Module:
     Batch norms fold into the preceding (deformable) convs, channel shuffles into the following
     1×1 convs, the offset / mask convs of deformable convs that share an input into one conv, and
     each level's box / class / landmark convs into one conv; BiFPN fusion weights become
-    constants. With ``channels_last`` the copy keeps its weights and activations in channels-last
-    memory (faster on CPU). ``model`` is unchanged.
+    constants. V1's three deformable SSHs run in lock-step (:class:`FusedDeformContext`); V2's
+    grouped SSHs become four dense convs each (:class:`FusedSSH`) and its other grouped convs with
+    groups of at most 4 channels dense ones. With ``channels_last`` the copy keeps its weights and
+    activations in channels-last memory (faster on CPU). ``model`` is unchanged.
 
     Returns:
         the fused model in eval mode; ``model(x)`` and ``fused(x)`` agree within 1e-4.
@@ -162,6 +166,7 @@ def fuse_model(model: nn.Module, channels_last: bool = True) -> nn.Module:
     fused = copy.deepcopy(model).eval()
     fused = _fuse_module(fused)
     fused.heads = _merge_heads(fused.heads)
+    ungroup_convs(fused, max_group_width=_NARROW_GROUPS)
     if all(isinstance(level, FusedDeformSSH) for level in fused.context):
         fused.context = FusedDeformContext(list(fused.context))
     fused.fused = True

@@ -120,6 +120,64 @@ class FusedDeformContext(nn.ModuleList):
         return _deform_ssh(list(self), features, self._grids(features))
 
 
+def dense_weight(conv: nn.Conv2d) -> torch.Tensor:
+    """The weight of the ungrouped conv equal to ``conv``: ``(C_out, C_in, kh, kw)``, block-diagonal
+    over the groups (zeros between them)."""
+    per_group_in, per_group_out = conv.in_channels // conv.groups, conv.out_channels // conv.groups
+    dense = conv.weight.new_zeros(conv.out_channels, conv.in_channels, *conv.kernel_size)
+    for g in range(conv.groups):
+        rows = slice(g * per_group_out, (g + 1) * per_group_out)
+        dense[rows, g * per_group_in : (g + 1) * per_group_in] = conv.weight[rows]
+    return dense
+
+
+def _stacked_conv(convs: list[nn.Conv2d], block_diagonal: bool = False) -> nn.Conv2d:
+    """One dense conv whose output channels are the ``convs``' outputs in order. The convs read the
+    same input or, with ``block_diagonal``, consecutive channel slices of one input."""
+    in_channels = sum(c.in_channels for c in convs) if block_diagonal else convs[0].in_channels
+    stacked = nn.Conv2d(
+        in_channels, sum(c.out_channels for c in convs), convs[0].kernel_size, padding=convs[0].padding
+    )
+    stacked.weight.data.zero_()
+    row = column = 0
+    for conv in convs:
+        rows = slice(row, row + conv.out_channels)
+        stacked.weight.data[rows, column : column + conv.in_channels] = dense_weight(conv)
+        stacked.bias.data[rows] = conv.bias if conv.bias is not None else 0
+        row += conv.out_channels
+        column += conv.in_channels if block_diagonal else 0
+    return stacked.to(convs[0].weight)
+
+
+class FusedSSH(nn.Module):
+    """FeatherFace V2's grouped SSH (BN folded) as four dense convs instead of seven grouped ones:
+    the two 1×1 reductions as one conv, the 3×3 branch conv and the shared 5×5 / 7×7 conv as one
+    block-diagonal conv, and the two convs reading that shared output as one. Same outputs as the
+    :class:`SSH` it replaces.
+    """
+
+    def __init__(self, ssh: nn.Module) -> None:
+        super().__init__()
+        layers = [ssh.conv3x3, ssh.conv5x5_1, ssh.conv5x5_2, ssh.conv7x7_2, ssh.conv7x7_3]
+        kinds = [[type(layer).__name__ for layer in seq] for seq in layers]
+        expected = [["Conv2d", "ReLU", "Conv2d"]] * 2 + [["Conv2d"], ["Conv2d", "ReLU"], ["Conv2d"]]
+        if kinds != expected:
+            raise ValueError(f"expected a batch-norm-folded grouped SSH, got layers {kinds}")
+        branch3, shared = ssh.conv3x3[2], ssh.conv5x5_1[2]
+        self.split = (branch3.out_channels, shared.out_channels)
+        self.reduce = _stacked_conv([ssh.conv3x3[0], ssh.conv5x5_1[0]])
+        self.first = _stacked_conv([branch3, shared], block_diagonal=True)
+        self.second = _stacked_conv([ssh.conv5x5_2[0], ssh.conv7x7_2[0]])
+        self.third = _stacked_conv([ssh.conv7x7_3[0]])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        reduced = mask_padding(F.relu(self.reduce(x), inplace=True))
+        branch3, shared = self.first(reduced).split(self.split, dim=1)
+        branch5, inner = self.second(mask_padding(shared)).split(self.split[1], dim=1)
+        branch7 = self.third(mask_padding(F.relu(inner)))
+        return F.relu(torch.cat((branch3, branch5, branch7), dim=1), inplace=True)
+
+
 def _anchor_interleaved_conv(convs: tuple[nn.Conv2d, ...], values: tuple[int, ...]) -> nn.Conv2d:
     """One 1×1 conv for the ``convs`` (each ``A·k`` channels, anchor-major), its outputs reordered
     anchor by anchor: ``[anchor 0: box 4, class 2, landmarks 10, anchor 1: …]``."""
