@@ -7,6 +7,7 @@ import torch
 
 from featherface import create_model, featherface_v1, featherface_v2
 from featherface.models import build_featherface_v1, build_featherface_v2
+from featherface.models.bifpn import max_pool_same
 from featherface.priors import num_priors
 
 
@@ -80,3 +81,25 @@ def test_v1_gradients_reach_every_parameter():
     (loc.square().mean() + conf.square().mean() + landms.square().mean()).backward()
     untouched = [n for n, p in model.named_parameters() if p.grad is None]
     assert untouched == [], untouched
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_same_max_pool_pads_with_zeros_like_tensorflow(channels_last):
+    """BiFPN's "same" 3×3 / 2 pool: zero padding, the odd extra row / column at the end, values and
+    gradients as pooling an explicitly zero-padded copy, for every parity of height and width."""
+    for height, width in [(1, 1), (1, 6), (5, 2), (8, 9), (15, 20), (16, 16)]:
+        x = torch.randn(2, 3, height, width, dtype=torch.float64) - 1  # zeros win at the borders
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x.requires_grad_()
+        out_h, out_w = -(-height // 2), -(-width // 2)
+        pad_h, pad_w = 2 * out_h + 1 - height, 2 * out_w + 1 - width
+        padding = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
+        expected = torch.nn.functional.max_pool2d(torch.nn.functional.pad(x, padding), 3, 2)
+        pooled = max_pool_same(x)
+        assert pooled.shape == expected.shape == (2, 3, out_h, out_w)
+        assert torch.equal(pooled, expected), (height, width)
+        weights = torch.randn_like(expected)
+        (grad,) = torch.autograd.grad((pooled * weights).sum(), x)
+        (expected_grad,) = torch.autograd.grad((expected * weights).sum(), x)
+        assert torch.equal(grad, expected_grad), (height, width)

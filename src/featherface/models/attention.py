@@ -47,9 +47,20 @@ class SpatialGate(nn.Module):
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
         self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The ``(B, 1, H, W)`` sigmoid gate for ``x``."""
         compressed = torch.cat((x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)), dim=1)
-        return x * torch.sigmoid(self.bn(self.conv(compressed)))
+        return torch.sigmoid(self.bn(self.conv(compressed)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
+
+
+def attend(x: torch.Tensor, channel_gate: ChannelGate, spatial_gate: SpatialGate) -> torch.Tensor:
+    """``relu(x + spatial_gate(channel_gate(x)))``: a CBAM block with the residual add + ReLU that
+    FeatherFace wraps around each, as one multiply-add and an in-place ReLU."""
+    attended = channel_gate(x)
+    return torch.addcmul(x, attended, spatial_gate.gate(attended)).relu_()
 
 
 class CBAM(nn.Module):
@@ -78,9 +89,5 @@ class SharedCBAM(nn.Module):
         self.spatial_gate = SpatialGate()
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [self.spatial_gate(gate(x)) for gate, x in zip(self.channel_gates, features)]
-
-
-def residual_relu(attended: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``relu(attended + x)``: how FeatherFace wraps every attention block."""
-    return F.relu(attended + x)
+        """Per level ``relu(x + attention(x))`` (see :func:`attend`)."""
+        return [attend(x, gate, self.spatial_gate) for gate, x in zip(self.channel_gates, features)]

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from featherface.models.padding import active_region, mask_padding
+from featherface.models.tracing import is_exporting
 
 
 def _pool_with_leading_pad(x: torch.Tensor, top: int, left: int) -> torch.Tensor:
@@ -21,6 +22,22 @@ def _pool_with_leading_pad(x: torch.Tensor, top: int, left: int) -> torch.Tensor
     return F.max_pool2d(F.pad(x, (left, right, top, bottom)), 3, 2)
 
 
+def _pool_zero_padded_borders(x: torch.Tensor) -> torch.Tensor:
+    """:func:`max_pool_same` without materialising the padded copy: pool with PyTorch's implicit
+    padding (which no window takes a maximum from), then raise to 0 the border rows / columns
+    whose windows hold one of the "same" padding's zeros: always the last, the first for an odd
+    size. ``max(window ∪ {0}) = max(max(window), 0)``."""
+    height, width = x.shape[-2:]
+    pooled = F.max_pool2d(x, 3, 2, padding=(height % 2, width % 2), ceil_mode=True)
+    pooled[..., -1, :].clamp_(min=0)
+    pooled[..., -1].clamp_(min=0)
+    if height % 2:
+        pooled[..., 0, :].clamp_(min=0)
+    if width % 2:
+        pooled[..., 0].clamp_(min=0)
+    return pooled
+
+
 def max_pool_same(x: torch.Tensor) -> torch.Tensor:
     """3×3 stride-2 max pool with TensorFlow "same" zero padding: ``(H, W) → ceil(H/2), ceil(W/2)``.
 
@@ -31,7 +48,9 @@ def max_pool_same(x: torch.Tensor) -> torch.Tensor:
     height, width = x.shape[-2:]
     region = active_region()
     if region is None:
-        return _pool_with_leading_pad(x, height % 2, width % 2)
+        if is_exporting():
+            return _pool_with_leading_pad(x, height % 2, width % 2)
+        return _pool_zero_padded_borders(x)
     x = mask_padding(x)
     odd = (region.valid_sizes(height, width) % 2).to(x.device)
     pooled = None
@@ -153,18 +172,19 @@ class BiFPNCell(nn.Module):
             }
 
     def _fuse(self, name: str, *inputs: torch.Tensor) -> torch.Tensor:
-        """Fast normalised fusion ``Σ wᵢ·xᵢ`` with the weight vector ``name``."""
+        """``swish(Σ wᵢ·xᵢ)``: fast normalised fusion with the weight vector ``name``, then the
+        swish that every fusion feeds its conv (in place on the new sum)."""
         if self.fixed_weights is not None:
             constants = self.fixed_weights[name]
             fused = inputs[0] * constants[0]
             for x, w in zip(inputs[1:], constants[1:]):
                 fused = fused.add_(x, alpha=w)
-            return fused
+            return F.silu(fused, inplace=True)
         weights = self._weights(getattr(self, name))
         fused = weights[0] * inputs[0]
         for i, x in enumerate(inputs[1:], start=1):
             fused = fused + weights[i] * x
-        return fused
+        return F.silu(fused, inplace=True)
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         p3, p4, p5 = features
@@ -173,11 +193,11 @@ class BiFPNCell(nn.Module):
         else:
             p3_in, p4_in, p5_in = p3, p4, p5
 
-        p4_td = self.conv4_up(F.silu(self._fuse("p4_w1", p4_in, upsample_to(p5_in, p4_in))))
-        p3_out = self.conv3_up(F.silu(self._fuse("p3_w1", p3_in, upsample_to(p4_td, p3_in))))
+        p4_td = self.conv4_up(self._fuse("p4_w1", p4_in, upsample_to(p5_in, p4_in)))
+        p3_out = self.conv3_up(self._fuse("p3_w1", p3_in, upsample_to(p4_td, p3_in)))
 
         if self.bottom_up_laterals:
             p4_in, p5_in = self.lateral_p4_bottom_up(p4), self.lateral_p5_bottom_up(p5)
-        p4_out = self.conv4_down(F.silu(self._fuse("p4_w2", p4_in, p4_td, max_pool_same(p3_out))))
-        p5_out = self.conv5_down(F.silu(self._fuse("p5_w2", p5_in, max_pool_same(p4_out))))
+        p4_out = self.conv4_down(self._fuse("p4_w2", p4_in, p4_td, max_pool_same(p3_out)))
+        p5_out = self.conv5_down(self._fuse("p5_w2", p5_in, max_pool_same(p4_out)))
         return [p3_out, p4_out, p5_out]

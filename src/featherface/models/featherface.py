@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from featherface.models.attention import CBAM, SharedCBAM, residual_relu
+from featherface.models.attention import CBAM, SharedCBAM, attend
 from featherface.models.backbone import MobileNetV1
 from featherface.models.bifpn import BiFPNCell, LightSeparableConv, SeparableConv
 from featherface.models.context import deformable_ssh, grouped_ssh, light_shuffle_block, shuffle_block
@@ -29,14 +29,15 @@ class PerLevel(nn.ModuleList):
 
 
 class PerLevelCBAM(nn.Module):
-    """An independent :class:`CBAM` for each pyramid level (FeatherFace V1)."""
+    """An independent :class:`CBAM` for each pyramid level, each with a residual add + ReLU (V1)."""
 
     def __init__(self, channels: tuple[int, ...], reduction: int = 16) -> None:
         super().__init__()
         self.levels = nn.ModuleList(CBAM(c, reduction) for c in channels)
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [cbam(x) for cbam, x in zip(self.levels, features)]
+        """Per level ``relu(x + cbam(x))`` (see :func:`~featherface.models.attention.attend`)."""
+        return [attend(x, cbam.channel_gate, cbam.spatial_gate) for cbam, x in zip(self.levels, features)]
 
 
 class SeparateHeads(nn.Module):
@@ -105,9 +106,7 @@ class FeatherFace(nn.Module):
     def forward_neck(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Pyramid features after the neck attention: three ``(B, C, H/s, W/s)`` maps."""
         features = self.body(images)
-        features = [residual_relu(a, x) for a, x in zip(self.body_attention(features), features)]
-        features = self.neck(features)
-        return [residual_relu(a, x) for a, x in zip(self.neck_attention(features), features)]
+        return self.neck_attention(self.neck(self.body_attention(features)))
 
     def forward_head(self, neck_features: list[torch.Tensor]) -> ModelOutput:
         """Context, shuffle and heads on the neck features."""
