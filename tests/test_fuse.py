@@ -13,7 +13,14 @@ from featherface import featherface_v2
 from featherface.models.bifpn import BiFPNCell
 from featherface.models.context import ChannelShuffle
 from featherface.models.fuse import fold_channel_shuffle, fuse_model, ungroup_conv, ungroup_convs
-from featherface.models.fused import FusedDeformContext, FusedDeformSSH, FusedSSH, MergedHeads
+from featherface.models.fused import (
+    FusedDeformContext,
+    FusedDeformSSH,
+    FusedSSH,
+    MergedHeads,
+    PointwiseConv,
+    is_plain_pointwise,
+)
 from featherface.models.padding import valid_region
 from featherface.priors import valid_prior_mask
 from tests.conftest import shared_path
@@ -119,6 +126,32 @@ def test_fused_padded_batch_equals_single_image_runs(arch, golden, v1_model):
     keep = valid_prior_mask(sizes, (96, 128))[1]
     for joint, single in zip(padded, alone):
         torch.testing.assert_close(joint[1][keep], single[0], atol=2e-5, rtol=0)
+
+
+def test_pointwise_conv_equals_the_conv_it_replaces_on_every_path():
+    """Matrix product on small channels-last maps, convolution otherwise; hooks kept."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(24, 40, 1)
+    conv.register_forward_pre_hook(lambda module, args: (args[0].flip(-1),))
+    pointwise = PointwiseConv.from_conv(conv).to(memory_format=torch.channels_last)
+    small, large = torch.randn(2, 24, 30, 40), torch.randn(1, 24, 61, 80)  # 1,200 / 4,880 pixels
+    with torch.no_grad():
+        for x in (small, large):
+            for layout in (torch.channels_last, torch.contiguous_format):
+                x = x.contiguous(memory_format=layout)
+                torch.testing.assert_close(pointwise(x), conv(x), rtol=0, atol=1e-5)
+        assert pointwise(small.contiguous(memory_format=torch.channels_last)).is_contiguous(
+            memory_format=torch.channels_last
+        )
+    assert not is_plain_pointwise(pointwise) and is_plain_pointwise(conv)
+    assert not is_plain_pointwise(torch.nn.Conv2d(24, 40, 1, stride=2))
+
+
+def test_fused_models_run_every_1x1_conv_as_pointwise(fused_v1):
+    for model in (fused_v1, featherface_v2(pretrained=True).fuse()):
+        modules = list(model.modules())
+        assert any(isinstance(m, PointwiseConv) for m in modules)
+        assert not any(is_plain_pointwise(m) for m in modules)
 
 
 @pytest.mark.parametrize("groups", [1, 4])

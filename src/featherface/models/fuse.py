@@ -15,7 +15,15 @@ from featherface.models.attention import SpatialGate
 from featherface.models.bifpn import BiFPNCell, LightSeparableConv, SeparableConv
 from featherface.models.context import SSH, ChannelShuffle
 from featherface.models.deform import DeformConv2d
-from featherface.models.fused import FusedDeformContext, FusedDeformSSH, FusedSSH, MergedHeads, dense_weight
+from featherface.models.fused import (
+    FusedDeformContext,
+    FusedDeformSSH,
+    FusedSSH,
+    MergedHeads,
+    PointwiseConv,
+    dense_weight,
+    is_plain_pointwise,
+)
 
 ConvLike = nn.Conv2d | DeformConv2d
 
@@ -157,7 +165,8 @@ def fuse_model(model: nn.Module, channels_last: bool = True) -> nn.Module:
     each level's box / class / landmark convs into one conv; BiFPN fusion weights become
     constants. V1's three deformable SSHs run in lock-step (:class:`FusedDeformContext`); V2's
     grouped SSHs become four dense convs each (:class:`FusedSSH`) and its other grouped convs with
-    groups of at most 4 channels dense ones. With ``channels_last`` the copy keeps its weights and
+    groups of at most 4 channels dense ones; 1×1 convs run as matrix products on small maps
+    (:class:`PointwiseConv`). With ``channels_last`` the copy keeps its weights and
     activations in channels-last memory (faster on CPU). ``model`` is unchanged.
 
     Returns:
@@ -167,6 +176,10 @@ def fuse_model(model: nn.Module, channels_last: bool = True) -> nn.Module:
     fused = _fuse_module(fused)
     fused.heads = _merge_heads(fused.heads)
     ungroup_convs(fused, max_group_width=_NARROW_GROUPS)
+    for module in list(fused.modules()):
+        for name, child in list(module.named_children()):
+            if is_plain_pointwise(child):
+                setattr(module, name, PointwiseConv.from_conv(child))
     if all(isinstance(level, FusedDeformSSH) for level in fused.context):
         fused.context = FusedDeformContext(list(fused.context))
     fused.fused = True

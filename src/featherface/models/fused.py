@@ -178,6 +178,54 @@ class FusedSSH(nn.Module):
         return F.relu(torch.cat((branch3, branch5, branch7), dim=1), inplace=True)
 
 
+class PointwiseConv(nn.Module):
+    """A 1×1 conv (stride 1, no groups) kept as its ``(C_out, C_in)`` matrix, run as one matrix
+    product over the pixels of a small channels-last CPU map (at most :attr:`max_pixels` per
+    image): eager PyTorch's fixed cost per oneDNN convolution outweighs the work there. Larger
+    maps, other layouts and other devices run the convolution."""
+
+    max_pixels = 4800
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().reshape(weight.shape[0], -1).clone())
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> PointwiseConv:
+        """The same conv (weights, bias and forward pre-hooks) as a :class:`PointwiseConv`."""
+        pointwise = cls(conv.weight, conv.bias)
+        for hook in conv._forward_pre_hooks.values():
+            pointwise.register_forward_pre_hook(hook)
+        return pointwise
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Both branches compute the same function, so a traced graph is right at any size.
+        if (
+            x.is_contiguous(memory_format=torch.channels_last)
+            and x.device.type == "cpu"
+            and x.shape[-2] * x.shape[-1] <= self.max_pixels
+        ):
+            rows = x.permute(0, 2, 3, 1)  # (B, H, W, C): a view of channels-last memory
+            return F.linear(rows, self.weight, self.bias).permute(0, 3, 1, 2)
+        return F.conv2d(x, self.weight[:, :, None, None], self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[1]}, {self.weight.shape[0]}, bias={self.bias is not None}"
+
+
+def is_plain_pointwise(module: nn.Module) -> bool:
+    """A plain ``nn.Conv2d`` that :class:`PointwiseConv` can replace."""
+    return (
+        type(module) is nn.Conv2d
+        and module.kernel_size == (1, 1)
+        and module.stride == (1, 1)
+        and module.groups == 1
+        and module.padding in ((0, 0), "valid")
+        and module.padding_mode == "zeros"
+    )
+
+
 def _anchor_interleaved_conv(convs: tuple[nn.Conv2d, ...], values: tuple[int, ...]) -> nn.Conv2d:
     """One 1×1 conv for the ``convs`` (each ``A·k`` channels, anchor-major), its outputs reordered
     anchor by anchor: ``[anchor 0: box 4, class 2, landmarks 10, anchor 1: …]``."""
