@@ -7,6 +7,7 @@ model it came from. The result is for inference only (its batch norms are gone).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -21,6 +22,7 @@ from featherface.models.fused import (
     FusedSSH,
     MergedHeads,
     PointwiseConv,
+    copy_pre_hooks,
     dense_weight,
     is_plain_pointwise,
 )
@@ -79,9 +81,7 @@ def ungroup_conv(conv: nn.Conv2d) -> nn.Conv2d:
     dense.weight.copy_(dense_weight(conv))
     if conv.bias is not None:
         dense.bias.copy_(conv.bias)
-    for hook in conv._forward_pre_hooks.values():  # e.g. the padded-batch input mask
-        dense.register_forward_pre_hook(hook)
-    return dense
+    return copy_pre_hooks(conv, dense)
 
 
 def ungroup_convs(model: nn.Module, max_group_width: int | None = None) -> nn.Module:
@@ -94,12 +94,22 @@ def ungroup_convs(model: nn.Module, max_group_width: int | None = None) -> nn.Mo
     on each side; PyTorch's oneDNN path runs a grouped kernel with most lanes idle), which costs
     more than the zero weights.
     """
+
+    def narrow(module: nn.Module) -> bool:
+        grouped = isinstance(module, nn.Conv2d) and 1 < module.groups < module.in_channels
+        return grouped and (max_group_width is None or module.in_channels // module.groups <= max_group_width)
+
+    return _replace_children(model, narrow, ungroup_conv)
+
+
+def _replace_children(
+    model: nn.Module, wanted: Callable[[nn.Module], bool], rewrite: Callable[[nn.Module], nn.Module]
+) -> nn.Module:
+    """Replace, in place, every submodule of ``model`` that is ``wanted`` by its ``rewrite``."""
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
-            if not (isinstance(child, nn.Conv2d) and 1 < child.groups < child.in_channels):
-                continue
-            if max_group_width is None or child.in_channels // child.groups <= max_group_width:
-                setattr(module, name, ungroup_conv(child))
+            if wanted(child):
+                setattr(module, name, rewrite(child))
     return model
 
 
@@ -176,10 +186,7 @@ def fuse_model(model: nn.Module, channels_last: bool = True) -> nn.Module:
     fused = _fuse_module(fused)
     fused.heads = _merge_heads(fused.heads)
     ungroup_convs(fused, max_group_width=_NARROW_GROUPS)
-    for module in list(fused.modules()):
-        for name, child in list(module.named_children()):
-            if is_plain_pointwise(child):
-                setattr(module, name, PointwiseConv.from_conv(child))
+    _replace_children(fused, is_plain_pointwise, PointwiseConv.from_conv)
     if all(isinstance(level, FusedDeformSSH) for level in fused.context):
         fused.context = FusedDeformContext(list(fused.context))
     fused.fused = True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,7 +24,8 @@ from featherface.models.padding import mask_padding
 from featherface.models.tracing import is_exporting
 
 _PLAN_CHANNELS = 3 * TAPS
-_DEFORM_CONVS = ("conv3x3", "conv5x5_1", "conv5x5_2", "conv7x7_2", "conv7x7_3")
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+_SSH_CONVS = ("conv3x3", "conv5x5_1", "conv5x5_2", "conv7x7_2", "conv7x7_3")
 
 
 def _merged_offset_conv(*convs: DeformConv2d) -> nn.Conv2d:
@@ -44,7 +47,7 @@ class FusedDeformSSH(nn.Module):
 
     def __init__(self, ssh: nn.Module) -> None:
         super().__init__()
-        convs: dict[str, DeformConv2d] = {name: getattr(ssh, name)[0] for name in _DEFORM_CONVS}
+        convs: dict[str, DeformConv2d] = {name: getattr(ssh, name)[0] for name in _SSH_CONVS}
         if any(conv.bias is None for conv in convs.values()):
             raise ValueError("fold each SSH batch norm into its deformable conv before fusing the SSH")
         self.projections = nn.ParameterDict(
@@ -120,6 +123,14 @@ class FusedDeformContext(nn.ModuleList):
         return _deform_ssh(list(self), features, self._grids(features))
 
 
+def copy_pre_hooks(source: nn.Module, target: ModuleT) -> ModuleT:
+    """Give ``target`` (a rewrite of ``source``) the forward pre-hooks of ``source``, such as the
+    padded-batch input mask; returns ``target``."""
+    for hook in source._forward_pre_hooks.values():
+        target.register_forward_pre_hook(hook)
+    return target
+
+
 def dense_weight(conv: nn.Conv2d) -> torch.Tensor:
     """The weight of the ungrouped conv equal to ``conv``: ``(C_out, C_in, kh, kw)``, block-diagonal
     over the groups (zeros between them)."""
@@ -158,8 +169,7 @@ class FusedSSH(nn.Module):
 
     def __init__(self, ssh: nn.Module) -> None:
         super().__init__()
-        layers = [ssh.conv3x3, ssh.conv5x5_1, ssh.conv5x5_2, ssh.conv7x7_2, ssh.conv7x7_3]
-        kinds = [[type(layer).__name__ for layer in seq] for seq in layers]
+        kinds = [[type(layer).__name__ for layer in getattr(ssh, name)] for name in _SSH_CONVS]
         expected = [["Conv2d", "ReLU", "Conv2d"]] * 2 + [["Conv2d"], ["Conv2d", "ReLU"], ["Conv2d"]]
         if kinds != expected:
             raise ValueError(f"expected a batch-norm-folded grouped SSH, got layers {kinds}")
@@ -194,10 +204,7 @@ class PointwiseConv(nn.Module):
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> PointwiseConv:
         """The same conv (weights, bias and forward pre-hooks) as a :class:`PointwiseConv`."""
-        pointwise = cls(conv.weight, conv.bias)
-        for hook in conv._forward_pre_hooks.values():
-            pointwise.register_forward_pre_hook(hook)
-        return pointwise
+        return copy_pre_hooks(conv, cls(conv.weight, conv.bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Both branches compute the same function, so a traced graph is right at any size.
