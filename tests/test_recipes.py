@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from itertools import pairwise
+
+import cv2
+import numpy as np
 
 from featherface import featherface_v2
 from featherface.training import LabeledFaceDataset, TrainAugment, make_loader, train
@@ -43,3 +47,40 @@ def test_training_curve_of_two_consecutive_runs(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((reused_out / "curve.json").read_text()) == rows
+
+
+def test_face_sizes_counts_original_and_augmented_faces(tmp_path):
+    label_file = shared_path("data", "widerface_train1000", "label.txt")
+    images = shared_path("data", "widerface_train1000", "images")
+    command = [sys.executable, str(REPO / "recipes" / "face_sizes.py"), "--labels", str(label_file)]
+    command += ["--images", str(images), "--limit", "12", "--repeats", "2", "--whole-image", "0", "1"]
+    command += ["--json", str(tmp_path / "sizes.json")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((tmp_path / "sizes.json").read_text())
+    assert list(rows) == ["original", "whole_image=0", "whole_image=1"]
+    assert "| whole_image=1 |" in result.stdout
+
+    # the original row from the label file itself: sides sqrt(w·h), bins [0, 4, 8, 12, 16, 24, 32, 64, ∞)
+    labels = read_retinaface_labels(label_file)[:12]
+    edges = [0, 4, 8, 12, 16, 24, 32, 64, float("inf")]
+
+    def shares(sides):
+        counts = [sum(lo <= s < hi for s in sides) for lo, hi in pairwise(edges)]
+        return [round(c / sum(counts), 4) for c in counts]
+
+    sides = [float((w * h) ** 0.5) for e in labels for w, h in e.boxes[:, 2:] - e.boxes[:, :2]]
+    assert rows["original"]["faces"] == len(sides)
+    assert rows["original"]["shares"] == shares(sides)
+    # whole images keep every face, shrunk by 640 / the long side; crops keep fewer and enlarge them
+    scales = [640 / max(cv2.imread(str(e.path)).shape[:2]) for e in labels]
+    shrunk = [
+        float((w * h) ** 0.5) * scale
+        for e, scale in zip(labels, scales)
+        for w, h in e.boxes[:, 2:] - e.boxes[:, :2]
+    ]
+    assert rows["whole_image=1"]["faces_per_image"] == rows["original"]["faces_per_image"]
+    assert np.allclose(rows["whole_image=1"]["shares"], shares(shrunk), atol=0.01)
+    assert sum(rows["whole_image=1"]["shares"][:3]) > sum(rows["original"]["shares"][:3])
+    assert rows["whole_image=0"]["faces_per_image"] < rows["original"]["faces_per_image"]
+    assert sum(rows["whole_image=0"]["shares"][4:]) > sum(rows["original"]["shares"][4:])

@@ -10,6 +10,7 @@ import torch
 
 from featherface.training.augment import (
     FLIP_LANDMARK_ORDER,
+    INTERPOLATIONS,
     PadResize,
     TrainAugment,
     crop,
@@ -146,6 +147,31 @@ def test_training_pipeline_keeps_faces_on_their_pixels_for_many_seeds():
     assert 0 < flips < 16
     again = augment(painted_sample(), np.random.default_rng(7))
     np.testing.assert_array_equal(again.image, augment(painted_sample(), np.random.default_rng(7)).image)
+
+
+def test_whole_image_shrinks_faces_to_the_long_side_and_keeps_them_on_their_pixels():
+    # the painted photo is 500×332: a whole image at 320 scales every coordinate by 320 / 500
+    sample = painted_sample()
+    whole = TrainAugment(320, distort=False, flip=0.0, whole_image=1.0)
+    for seed in range(4):
+        out = whole(sample, np.random.default_rng(seed))
+        np.testing.assert_allclose(out.boxes, np.array([BOX], np.float32) * 320 / 500, rtol=1e-6)
+        assert_faces_on_pixels(out)
+    # with probability p about a p share of images are whole, the others cropped (faces enlarged)
+    some = TrainAugment(320, distort=False, flip=0.0, whole_image=0.3)
+    widths = [some(sample, np.random.default_rng(seed)).boxes[0, 2:].tolist() for seed in range(200)]
+    shrunk = sum(np.allclose(w, np.array(BOX[2:]) * 320 / 500) for w in widths)
+    assert 40 <= shrunk <= 80
+    # at 0 no extra random number is drawn: crop, flip draw, interpolation as before the option existed
+    plain = TrainAugment(320, distort=False, flip=0.0, whole_image=0.0)
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        cropped = random_square_crop(sample, rng)
+        rng.random()
+        expected = resize(pad_to_square(cropped), 320, int(rng.choice(INTERPOLATIONS)))
+        np.testing.assert_array_equal(plain(sample, np.random.default_rng(seed)).image, expected.image)
+    with pytest.raises(ValueError, match=r"whole_image is a probability in \[0, 1\], got 1.5"):
+        TrainAugment(320, whole_image=1.5)
 
 
 def _batch_of_two() -> tuple[torch.Tensor, list[Target], list[Sample]]:

@@ -38,6 +38,14 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--batch-size", type=int, default=32, help="images per step and process (32)")
     data.add_argument("--workers", type=int, default=2, help="data loading processes (2)")
     data.add_argument("--no-augment", action="store_true", help="only pad and resize (no crop/colour/flip)")
+    data.add_argument(
+        "--whole-image",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability of training on the whole image padded to a square instead of a random crop: "
+        "faces as small as in full-size photos (0)",
+    )
     run = parser.add_argument_group("schedule")
     run.add_argument("--epochs", type=int, required=True)
     run.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (1e-3)")
@@ -87,7 +95,11 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
 
 def build_loader(args: argparse.Namespace) -> DataLoader:
     """The dataset named by ``--labels`` / ``--images`` with the training transform, in a loader."""
-    transform = PadResize(args.image_size) if args.no_augment else TrainAugment(args.image_size)
+    transform = (
+        PadResize(args.image_size)
+        if args.no_augment
+        else TrainAugment(args.image_size, whole_image=args.whole_image)
+    )
     dataset: FaceDataset
     if args.labels:
         dataset = LabeledFaceDataset.from_file(args.labels, args.images, transform, seed=args.seed)

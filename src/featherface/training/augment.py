@@ -133,8 +133,11 @@ class TrainAugment:
 
     The crop is chosen around the labelled faces (one must fit whole), so unlabelled images are
     not cropped unless ``crop_unlabeled``: a blind crop often cuts every face away, leaving the
-    teacher nothing to label. Faces smaller than ``min_face`` pixels (either side) at the training
-    size are dropped.
+    teacher nothing to label. With probability ``whole_image`` an image is not cropped either: the
+    whole image, padded to a square, shrinks its faces by ``image_size / long side`` (0.625 for a
+    1024-pixel WIDER FACE image at 640) where a crop enlarges them by up to 3×, so training sees
+    faces as small as full-size photos hold. Faces smaller than ``min_face`` pixels (either side)
+    at the training size are dropped.
     """
 
     def __init__(
@@ -146,18 +149,24 @@ class TrainAugment:
         distort: bool = True,
         flip: float = 0.5,
         min_face: float = 1.0,
+        whole_image: float = 0.0,
     ) -> None:
         if image_size < 32:
             raise ValueError(f"image_size must be at least 32 pixels, got {image_size}")
+        if not 0.0 <= whole_image <= 1.0:
+            raise ValueError(f"whole_image is a probability in [0, 1], got {whole_image}")
         self.image_size = image_size
         self.crop = crop
         self.crop_unlabeled = crop_unlabeled
         self.distort = distort
         self.flip = flip
         self.min_face = min_face
+        self.whole_image = whole_image
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        if self.crop and (sample.labeled or self.crop_unlabeled):
+        # no draw at probability 0, so runs without whole images keep their random streams
+        whole = self.whole_image > 0 and rng.random() < self.whole_image
+        if self.crop and (sample.labeled or self.crop_unlabeled) and not whole:
             sample = random_square_crop(sample, rng)
         if self.distort:
             sample = photometric_distort(sample, rng)
