@@ -94,8 +94,9 @@ def found_faces(boxes: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 def recall_by_size(
     detector: FaceDetector, labels_file: Path, images: Path, scores: list[float], every: int
-) -> dict[str, list[float]]:
-    """Per ``score`` threshold, the share of faces found per size bin (original image size)."""
+) -> dict[str, list[float | None]]:
+    """Per ``score`` threshold, the share of faces found per size bin (original image size; ``None``
+    for a bin without faces)."""
     entries = read_labels(labels_file, images)[::every]
     found = {score: [] for score in scores}
     sides = []
@@ -111,7 +112,7 @@ def recall_by_size(
     for score, hits in found.items():
         hits = np.concatenate(hits)
         result[f"score>={score:g}"] = [
-            round(float(hits[bins == b].mean()), 4) if (bins == b).any() else 0.0
+            round(float(hits[bins == b].mean()), 4) if (bins == b).any() else None
             for b in range(len(BIN_EDGES))
         ]
     return result
@@ -166,7 +167,9 @@ def main() -> None:
         key = f"score>={score:g}"
         print(f"\nfaces found with score ≥ {score:g} and IoU ≥ 0.5, by size at the original image size:")
         _print_table(
-            "model", header, {spec: [f"{r:.3f}" for r in found[key]] for spec, found in recall.items()}
+            "model",
+            header,
+            {spec: ["–" if r is None else f"{r:.3f}" for r in found[key]] for spec, found in recall.items()},
         )
     if args.json:
         args.json.write_text(json.dumps({"faces": rows, "recall": recall}, indent=2))
