@@ -62,14 +62,22 @@ class SamplingPlan:
     × 9 taps. Table row ``((b·(H+3) + y)·(W+3) + x)·9 + k`` holds tap ``k``'s projection of pixel
     ``(y, x)`` of the input zero-padded by 1 before and 2 after each spatial axis (see
     :func:`pad_input`); clamping sample coordinates to ``[-1, H] × [-1, W]`` keeps every corner
-    inside that table and reproduces torchvision's zero padding exactly. ``shape`` is ``(B, H, W)``.
-    Built by :func:`sampling_plan` (one conv) or :func:`sampling_plans` (several at once).
+    inside that table and reproduces torchvision's zero padding exactly. ``shape`` is ``(B, H, W)``;
+    ``bag_starts`` ``(B·H·W,)`` = ``0, 36, 72, …``, where each pixel's samples start in the flattened
+    rows. Built by :func:`sampling_plan` (one conv) or :func:`sampling_plans` (several at once).
     """
 
-    def __init__(self, index: torch.Tensor, weights: torch.Tensor, shape: tuple[int, int, int]) -> None:
+    def __init__(
+        self,
+        index: torch.Tensor,
+        weights: torch.Tensor,
+        shape: tuple[int, int, int],
+        bag_starts: torch.Tensor,
+    ) -> None:
         self.index = index
         self.weights = weights
         self.shape = shape
+        self.bag_starts = bag_starts
 
 
 class SamplingGrid:
@@ -95,6 +103,9 @@ class SamplingGrid:
         self.pixels = [batch * height * width for height, width in sizes]
         levels = [self._level(batch, height, width, device) for height, width in sizes]
         self.base, self.high, self.row_stride, self.corners = (torch.cat(parts) for parts in zip(*levels))
+        self.bag_starts = [
+            torch.arange(pixels, device=device, dtype=INDEX_DTYPE) * _SAMPLES for pixels in self.pixels
+        ]
 
     @staticmethod
     def _level(batch: int, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -119,9 +130,9 @@ class SamplingGrid:
     def split(self, index: torch.Tensor, weights: torch.Tensor) -> list[SamplingPlan]:
         """Cut ``(N, 36)`` rows into one :class:`SamplingPlan` per level (views, no copy)."""
         plans, start = [], 0
-        for pixels, shape in zip(self.pixels, self.shapes):
+        for pixels, shape, bag_starts in zip(self.pixels, self.shapes, self.bag_starts):
             end = start + pixels
-            plans.append(SamplingPlan(index[start:end], weights[start:end], shape))
+            plans.append(SamplingPlan(index[start:end], weights[start:end], shape, bag_starts))
             start = end
         return plans
 
@@ -135,11 +146,11 @@ def _plan_rows(
     sample = torch.minimum((offset + grid.base).clamp_min(-1), grid.high)
     low = sample.floor()
     frac = sample - low
-    bottom = frac[:, 0] * mask
-    top = mask - bottom
-    right = frac[:, 1]
-    left = 1 - right
-    weights = torch.stack((top * left, top * right, bottom * left, bottom * right), dim=1)
+    # (N, 2 axes, 2 sides, 9): per axis the weights (1 − f, f) of the lower and the upper neighbour
+    sides = torch.stack((1 - frac, frac), dim=2)
+    rows = sides[:, 0] * mask[:, None]  # (top, bottom), modulated
+    # outer product over (top, bottom) × (left, right): corners in the order of ``grid.corners``
+    weights = rows[:, :, None] * sides[:, 1, None]
     low = low.to(INDEX_DTYPE)
     top_left = low[:, 0] * grid.row_stride + low[:, 1] * TAPS
     index = top_left[:, None] + grid.corners
@@ -210,7 +221,9 @@ def gather(table: torch.Tensor, plan: SamplingPlan, bias: torch.Tensor | None = 
         rows = table.index_select(0, plan.index.reshape(-1)).reshape(*plan.index.shape, -1)
         out = (rows * weights[..., None]).sum(dim=1)
     else:
-        out = F.embedding_bag(plan.index, table, per_sample_weights=weights, mode="sum")
+        out = F.embedding_bag(
+            plan.index.view(-1), table, plan.bag_starts, per_sample_weights=weights.view(-1), mode="sum"
+        )
     if bias is not None:
         out = out.add_(bias.to(out.dtype))
     return out.reshape(*plan.shape, -1).permute(0, 3, 1, 2)
