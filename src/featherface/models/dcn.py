@@ -25,7 +25,8 @@ DEFORM_IMPLS: tuple[str, ...] = ("fast", "torchvision")
 
 TAPS = 9
 _SAMPLES = 4 * TAPS
-_PLAN_CHANNELS = 3 * TAPS  # 18 offsets + 9 mask logits per conv
+#: Channels of one deformable conv's offset / mask conv: 18 planar offsets, then 9 mask logits.
+PLAN_CHANNELS = 3 * TAPS
 #: Table rows are addressed with int32: enough for ``B·(H+3)·(W+3)·9 < 2**31`` at a level's size.
 INDEX_DTYPE = torch.int32
 
@@ -190,9 +191,9 @@ def sampling_plans(offset_logits: Sequence[torch.Tensor], grid: SamplingGrid) ->
     rows = per_level[0] if len(per_level) == 1 else torch.cat(per_level)
     rows = rows.to(torch.promote_types(rows.dtype, torch.float32))  # half logits sample in float32
     plans = []
-    for start in range(0, channels, _PLAN_CHANNELS):
+    for start in range(0, channels, PLAN_CHANNELS):
         offset = rows[:, start : start + 2 * TAPS].unflatten(1, (2, TAPS))
-        mask = torch.sigmoid(rows[:, start + 2 * TAPS : start + _PLAN_CHANNELS].contiguous())
+        mask = torch.sigmoid(rows[:, start + 2 * TAPS : start + PLAN_CHANNELS].contiguous())
         plans.append(grid.split(*_plan_rows(offset, mask, grid)))
     return plans
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from featherface.models.dcn import (
-    TAPS,
+    PLAN_CHANNELS,
     SamplingGrid,
     SamplingPlan,
     gather,
@@ -23,7 +23,6 @@ from featherface.models.heads import flatten_level
 from featherface.models.padding import mask_padding
 from featherface.models.tracing import is_exporting
 
-_PLAN_CHANNELS = 3 * TAPS
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 _SSH_CONVS = ("conv3x3", "conv5x5_1", "conv5x5_2", "conv7x7_2", "conv7x7_3")
 
@@ -31,7 +30,7 @@ _SSH_CONVS = ("conv3x3", "conv5x5_1", "conv5x5_2", "conv7x7_2", "conv7x7_3")
 def _merged_offset_conv(*convs: DeformConv2d) -> nn.Conv2d:
     """One 3×3 conv making ``[offsets_1, mask_logits_1, offsets_2, …]`` for convs sharing an input."""
     parts = [conv.offset_mask_conv() for conv in convs]
-    merged = nn.Conv2d(convs[0].weight.shape[1], _PLAN_CHANNELS * len(convs), 3, padding=1)
+    merged = nn.Conv2d(convs[0].weight.shape[1], PLAN_CHANNELS * len(convs), 3, padding=1)
     merged.weight.data.copy_(torch.cat([weight for weight, _ in parts]))
     merged.bias.data.copy_(torch.cat([bias for _, bias in parts]))
     return merged
