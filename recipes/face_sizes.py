@@ -27,9 +27,10 @@ import torch
 import torchvision
 
 from featherface import FaceDetector
+from featherface.eval.predict import WIDERFACE_DETECTOR_SETTINGS
 from featherface.training.augment import TrainAugment
 from featherface.training.data import Sample
-from featherface.training.labels import read_labels
+from featherface.training.labels import ImageLabels, read_labels
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "widerface_train1000"
 #: Lower edges of the size bins (pixels); the last bin is open.
@@ -52,15 +53,9 @@ def histogram(sides: np.ndarray, images: int) -> dict[str, object]:
 
 
 def measure(
-    labels_file: Path,
-    images: Path,
-    image_size: int,
-    whole_image: list[float],
-    repeats: int,
-    every: int,
+    entries: list[ImageLabels], image_size: int, whole_image: list[float], repeats: int
 ) -> dict[str, dict[str, object]]:
     """Rows ``"original"`` and ``"whole_image=P"`` of :func:`histogram` results."""
-    entries = read_labels(labels_file, images)[::every]
     original, augmented = [], {p: [] for p in whole_image}
     augments = {p: TrainAugment(image_size, distort=False, flip=0.0, whole_image=p) for p in whole_image}
     for index, entry in enumerate(entries):
@@ -93,11 +88,10 @@ def found_faces(boxes: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 def recall_by_size(
-    detector: FaceDetector, labels_file: Path, images: Path, scores: list[float], every: int
+    detector: FaceDetector, entries: list[ImageLabels], scores: list[float]
 ) -> dict[str, list[float | None]]:
     """Per ``score`` threshold, the share of faces found per size bin (original image size; ``None``
     for a bin without faces)."""
-    entries = read_labels(labels_file, images)[::every]
     found = {score: [] for score in scores}
     sides = []
     for entry in entries:
@@ -118,12 +112,10 @@ def recall_by_size(
     return result
 
 
-def _detector(spec: str) -> tuple[str, FaceDetector]:
+def _detector(spec: str) -> FaceDetector:
+    """``NAME[=CHECKPOINT]`` → a CPU detector with the WIDER FACE evaluation's thresholds."""
     name, _, checkpoint = spec.partition("=")
-    detector = FaceDetector(
-        name, checkpoint_path=checkpoint or None, device="cpu", score_threshold=0.02, nms_threshold=0.4
-    )
-    return spec, detector
+    return FaceDetector(name, checkpoint_path=checkpoint or None, device="cpu", **WIDERFACE_DETECTOR_SETTINGS)
 
 
 def _print_table(first_column: str, header: list[str], rows: dict[str, list[str]], last: str = "") -> None:
@@ -151,7 +143,8 @@ def main() -> None:
     )
     parser.add_argument("--score", type=float, nargs="+", default=[0.2, 0.5], help="recall thresholds")
     args = parser.parse_args()
-    rows = measure(args.labels, args.images, args.image_size, args.whole_image, args.repeats, args.every)
+    entries = read_labels(args.labels, args.images)[:: args.every]
+    rows = measure(entries, args.image_size, args.whole_image, args.repeats)
     edges = [*BIN_EDGES, None]
     header = [f"{lo}–{hi}" if hi is not None else f"≥{lo}" for lo, hi in pairwise(edges)]
     cells = {
@@ -159,10 +152,7 @@ def main() -> None:
         for name, row in rows.items()
     }
     _print_table("faces", header, cells, "faces / image")
-    recall = {
-        spec: recall_by_size(detector, args.labels, args.images, args.score, args.every)
-        for spec, detector in map(_detector, args.model)
-    }
+    recall = {spec: recall_by_size(_detector(spec), entries, args.score) for spec in args.model}
     for score in args.score:
         key = f"score>={score:g}"
         print(f"\nfaces found with score ≥ {score:g} and IoU ≥ 0.5, by size at the original image size:")
