@@ -45,9 +45,13 @@ def test_train_then_resume_for_more_epochs(tmp_path, capsys):
         "--no-progress",
         "--whole-image",
         "0.5",
+        "--face-balance",
+        "0.5",
     ]
     assert main([*args, "--epochs", "1", "--whole-image", "1.5"]) == 2
     assert "whole_image is a probability in [0, 1], got 1.5" in capsys.readouterr().err
+    assert main([*args, "--epochs", "1", "--face-balance", "2"]) == 2
+    assert "face_balance must lie in [0, 1], got 2.0" in capsys.readouterr().err
     assert main([*args, "--epochs", "1"]) == 0
     assert "model.safetensors" in capsys.readouterr().out
     assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1

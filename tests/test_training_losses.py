@@ -21,6 +21,7 @@ from featherface.training.losses import (
     kd_class_loss,
     kd_regression_loss,
     multibox_loss,
+    positive_weights,
     resolve_loss_weights,
 )
 from featherface.training.matching import EncodedTargets, encode_targets, match_priors
@@ -102,7 +103,7 @@ def test_a_batch_encodes_as_its_images_do_alone(monkeypatch):
     alone = [encode_targets([target], priors, (320, 320)) for target in targets]
     monkeypatch.setattr(matching, "MAX_IOU_ELEMENTS", 1)  # one image per pass
     chunked = encode_targets(targets, priors, (320, 320))
-    for field in ("labels", "boxes", "landmarks", "landmark_mask"):
+    for field in ("labels", "boxes", "landmarks", "landmark_mask", "face_share"):
         expected = torch.cat([getattr(encoded, field) for encoded in alone])
         assert torch.equal(getattr(batched, field), expected), field
         assert torch.equal(getattr(chunked, field), expected), field
@@ -189,6 +190,67 @@ def test_encoded_targets_decode_back_to_the_faces():
     assert point_distances.max() < 1e-3
     # the 4×5 px face matches nothing, so no prior decodes to it
     assert ((decoded - boxes[2]).abs().amax(dim=-1) > 1).all()
+    # each matched face's priors share 1 between them; background priors have no share
+    share = encoded.face_share[0]
+    assert (share[~positive] == 0).all()
+    owner = (decoded[:, None] - boxes[None]).abs().amax(dim=-1).argmin(dim=1)
+    for face in range(2):
+        counted = owner == face
+        assert share[positive][counted].sum().item() == pytest.approx(1.0)
+        assert torch.allclose(share[positive][counted], 1 / counted.sum().float())
+
+
+def _two_faces_targets() -> EncodedTargets:
+    """Face A owns prior 0, face B priors 1–3 (landmarks on prior 0 and 1); prior 4 is background."""
+    return EncodedTargets(
+        labels=torch.tensor([[1, 1, 1, 1, 0]]),
+        boxes=torch.tensor(
+            [[[1.0, 0, 0, 0], [0.5, 0, 0, 0], [0.5, 0, 0, 0], [0.5, 0, 0, 0], [9.0, 9, 9, 9]]]
+        ),
+        landmarks=torch.zeros(1, 5, 10),
+        landmark_mask=torch.tensor([[True, True, False, False, False]]),
+        face_share=torch.tensor([[1.0, 1 / 3, 1 / 3, 1 / 3, 0.0]]),
+    )
+
+
+def test_face_balance_weighs_every_face_alike_at_one():
+    targets = _two_faces_targets()
+    assert positive_weights(targets, 0.0) is None
+    # shares 1, 1/3, 1/3, 1/3 add up to 2 faces; scaled to the 4 positives: 2, 2/3, 2/3, 2/3
+    assert torch.allclose(positive_weights(targets, 1.0), torch.tensor([[2.0, 2 / 3, 2 / 3, 2 / 3, 0.0]]))
+    # halfway: proportional to the square roots of the shares, still 4 in all
+    half = positive_weights(targets, 0.5)
+    root = torch.tensor([1.0, 3**-0.5, 3**-0.5, 3**-0.5, 0.0])
+    assert torch.allclose(half[0], root * 4 / root.sum())
+    outputs = (torch.zeros(1, 5, 4), torch.zeros(1, 5, 2), torch.ones(1, 5, 10))
+    plain = multibox_loss(outputs, targets)
+    balanced = multibox_loss(outputs, targets, weights=positive_weights(targets, 1.0))
+    # smooth-L1 of 1 is 0.5, of 0.5 is 0.125: (0.5 + 3 × 0.125) / 4 priors, (2·0.5 + 3·(2/3)·0.125) / 4
+    assert plain["loc"].item() == pytest.approx((0.5 + 3 * 0.125) / 4)
+    assert balanced["loc"].item() == pytest.approx((2 * 0.5 + 2 * 0.125) / 4)
+    # landmarks off by 1 on the two priors that have them: 10 × 0.5 each, a weighted mean
+    assert plain["landm"].item() == pytest.approx(5.0)
+    assert balanced["landm"].item() == pytest.approx(5.0)
+    # every prior scores ln 2; the one background prior is the only hard negative
+    ln2 = math.log(2)
+    assert plain["cls"].item() == pytest.approx(5 * ln2 / 4)
+    assert balanced["cls"].item() == pytest.approx((4 * ln2 + ln2) / 4)
+    skewed = (
+        torch.zeros(1, 5, 4),
+        torch.tensor([[[0.0, 0.0]] + [[0.0, 5.0]] * 3 + [[5.0, 0.0]]]),
+        outputs[2],
+    )
+    ce_face_a, ce_face_b, ce_background = ln2, math.log1p(math.exp(-5)), math.log1p(math.exp(-5))
+    assert multibox_loss(skewed, targets, weights=positive_weights(targets, 1.0))[
+        "cls"
+    ].item() == pytest.approx((2 * ce_face_a + 3 * (2 / 3) * ce_face_b + ce_background) / 4, rel=1e-5)
+    objective = DetectionObjective(face_balance=1.0)
+    assert objective(skewed, targets)["loc"].item() == pytest.approx(balanced["loc"].item())
+    with pytest.raises(ValueError, match=r"face_balance must lie in \[0, 1\], got 1.5"):
+        DetectionObjective(face_balance=1.5)
+    targets.face_share = None
+    with pytest.raises(ValueError, match=r"needs targets\.face_share"):
+        positive_weights(targets, 0.5)
 
 
 def test_kd_class_loss_at_temperature_one_is_plain_kl():

@@ -69,6 +69,14 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
         help=f"weight of a loss term, repeatable; terms: {', '.join(LOSS_TERMS)}",
     )
     run.add_argument(
+        "--face-balance",
+        type=float,
+        default=0.0,
+        metavar="G",
+        help="weigh each positive prior of the ground-truth terms by (1 / priors of its face)^G: "
+        "0 every prior counts once, 1 every face, small or large, counts once (0)",
+    )
+    run.add_argument(
         "--init-body", metavar="PATH", help="initialise the body from this checkpoint (distill: or teacher)"
     )
     run.add_argument(
@@ -116,6 +124,7 @@ def loop_options(args: argparse.Namespace) -> dict[str, object]:
         "warmup_epochs": args.warmup_epochs,
         "weight_decay": args.weight_decay,
         "loss_weights": dict(args.loss_weight),
+        "face_balance": args.face_balance,
         "device": args.device,
         "amp": args.amp,
         "ema": args.ema,

@@ -23,6 +23,7 @@ def train(
     warmup_epochs: float = 1.0,
     weight_decay: float = 0.01,
     loss_weights: Mapping[str, float] | None = None,
+    face_balance: float = 0.0,
     device: str | None = None,
     amp: bool | None = None,
     ema: bool = False,
@@ -41,6 +42,10 @@ def train(
             annealed to ``lr · min_lr_ratio``.
         weight_decay: AdamW weight decay on conv weights.
         loss_weights: weights by term name (``loc``, ``cls``, ``landm``), over the defaults.
+        face_balance: in ``[0, 1]``; weighs each positive prior in the ground-truth terms by
+            ``(1 / positive priors of its face) ** face_balance``, rescaled to the same total: 0
+            counts every prior once (RetinaFace), 1 every face once, so a small face that
+            matches one prior weighs as much as a large one that matches thirty.
         device: ``"cpu"``, ``"cuda"``, … (default: CUDA when available). Under ``torchrun`` each
             process takes ``cuda:LOCAL_RANK`` and DistributedDataParallel is used.
         amp: mixed precision (default: on for CUDA, never on the CPU).
@@ -72,7 +77,7 @@ def train(
         resume=resume,
         **options,
     )
-    objective = DetectionObjective(resolve_loss_weights(loss_weights))
+    objective = DetectionObjective(resolve_loss_weights(loss_weights), face_balance=face_balance)
     return Trainer(model, loader, config, objective).fit()
 
 
@@ -90,6 +95,7 @@ def distill(
     loss_weights: Mapping[str, float] | None = None,
     teacher_conf_threshold: float = 0.5,
     kd_cls_norm: str = "priors",
+    face_balance: float = 0.0,
     pseudo_label_threshold: float = 0.5,
     device: str | None = None,
     amp: bool | None = None,
@@ -133,5 +139,6 @@ def distill(
         temperature=temperature,
         teacher_conf_threshold=teacher_conf_threshold,
         kd_cls_norm=kd_cls_norm,
+        face_balance=face_balance,
     )
     return Trainer(student, loader, config, objective, teacher).fit()

@@ -6,6 +6,10 @@ Terms (each a scalar, logged under its name):
 - ``cls``: cross-entropy on positives and hard negatives (``neg_pos_ratio`` per positive), divided
   by the positives.
 - ``landm``: smooth-L1 on encoded landmarks of positives whose face has landmarks, divided by them.
+
+With ``face_balance`` > 0 the positive priors in these three terms are weighted by their face's
+share instead of counting once (see :func:`positive_weights`): at 1, a small face that matches one
+prior weighs as much as a large face that matches ten.
 - ``kd_cls``: KL(teacher ‖ student) of class distributions softened by ``T``, times ``T²``, mean
   over priors.
 - ``kd_box`` / ``kd_landm``: smooth-L1 between student and teacher regression outputs on the
@@ -70,29 +74,67 @@ def hard_negative_mask(
     return (rank < num_neg) & ~positive
 
 
-def masked_smooth_l1(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Smooth-L1 summed over the ``(B, P, k)`` values of the priors in ``mask (B, P)``.
+def masked_smooth_l1(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Smooth-L1 summed over the ``(B, P, k)`` values of the priors in ``mask (B, P)``, each
+    prior's sum times ``weights (B, P)`` when given.
 
     Selected with ``where`` rather than boolean indexing, which would make the host wait for the
     device to count the priors; unselected priors may hold non-finite targets and add nothing.
     """
     per_prior = F.smooth_l1_loss(prediction, target, reduction="none").sum(dim=-1)
+    if weights is not None:
+        per_prior = per_prior * weights
     return torch.where(mask, per_prior, 0.0).sum()
 
 
+def positive_weights(targets: EncodedTargets, face_balance: float) -> torch.Tensor | None:
+    """Weights ``(B, P)`` of the positive priors in the ground-truth terms.
+
+    Each positive prior's weight is proportional to ``face_share ** face_balance`` (the share is
+    1 / the positive priors of its face), scaled so that the weights of the batch add up to its
+    number of positives. ``0``: ``None``, every positive prior counts once (RetinaFace); ``1``:
+    every matched face weighs the same, however many priors it matches; in between, a blend.
+    """
+    if not 0.0 <= face_balance <= 1.0:
+        raise ValueError(f"face_balance must lie in [0, 1], got {face_balance}")
+    if face_balance == 0.0:
+        return None
+    if targets.face_share is None:
+        raise ValueError("face_balance > 0 needs targets.face_share, as encode_targets makes it")
+    weights = targets.face_share.pow(face_balance)  # 0 stays 0 on the negatives
+    num_pos = (targets.labels > 0).sum()
+    return weights * (num_pos / weights.sum().clamp(min=torch.finfo(weights.dtype).tiny))
+
+
 def multibox_loss(
-    outputs: ModelOutput, targets: EncodedTargets, neg_pos_ratio: float = 3.0
+    outputs: ModelOutput,
+    targets: EncodedTargets,
+    neg_pos_ratio: float = 3.0,
+    weights: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """``loc``, ``cls`` and ``landm`` terms for outputs ``(B, P, 4)``, ``(B, P, 2)``, ``(B, P, 10)``."""
+    """``loc``, ``cls`` and ``landm`` terms for outputs ``(B, P, 4)``, ``(B, P, 2)``, ``(B, P, 10)``;
+    ``weights (B, P)`` (see :func:`positive_weights`) weigh the positive priors, which otherwise
+    count once each."""
     loc, conf, landms = outputs
     positive = targets.labels > 0
     num_pos = positive.sum().clamp(min=1)
-    loc_loss = masked_smooth_l1(loc, targets.boxes, positive) / num_pos
+    loc_loss = masked_smooth_l1(loc, targets.boxes, positive, weights) / num_pos
     has = targets.landmark_mask
-    landm_loss = masked_smooth_l1(landms, targets.landmarks, has) / has.sum().clamp(min=1)
+    if weights is None:
+        with_landmarks = has.sum().clamp(min=1)
+    else:
+        with_landmarks = torch.where(has, weights, 0.0).sum().clamp(min=torch.finfo(weights.dtype).tiny)
+    landm_loss = masked_smooth_l1(landms, targets.landmarks, has, weights) / with_landmarks
     ce = F.cross_entropy(conf.reshape(-1, conf.shape[-1]), targets.labels.reshape(-1), reduction="none")
     ce = ce.view_as(targets.labels)
     selected = positive | hard_negative_mask(ce, positive, neg_pos_ratio)
+    if weights is not None:
+        ce = torch.where(positive, ce * weights, ce)
     cls_loss = torch.where(selected, ce, 0.0).sum() / num_pos
     return {"loc": loc_loss, "cls": cls_loss, "landm": landm_loss}
 
@@ -139,7 +181,8 @@ class DetectionObjective:
     ``alpha`` weighs distillation against ground truth and ``temperature`` softens the class
     distributions; both only matter when a teacher output is given. ``kd_cls_norm`` averages the
     class KL over all priors (``"priors"``) or over the teacher-confident priors and the others
-    separately, adding the two means (``"balanced"``).
+    separately, adding the two means (``"balanced"``). ``face_balance`` weighs the positive priors
+    of the ground-truth terms by their face (:func:`positive_weights`).
     """
 
     weights: dict[str, float] = field(default_factory=resolve_loss_weights)
@@ -148,10 +191,13 @@ class DetectionObjective:
     teacher_conf_threshold: float = 0.5
     neg_pos_ratio: float = 3.0
     kd_cls_norm: str = "priors"
+    face_balance: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kd_cls_norm not in KD_CLS_NORMS:
             raise ValueError(f"kd_cls_norm must be one of {KD_CLS_NORMS}, got {self.kd_cls_norm!r}")
+        if not 0.0 <= self.face_balance <= 1.0:
+            raise ValueError(f"face_balance must lie in [0, 1], got {self.face_balance}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}")
         if self.temperature <= 0:
@@ -165,7 +211,8 @@ class DetectionObjective:
         features: tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Terms and ``loss`` (the total). ``features`` is ``(adapted student, teacher)`` neck maps."""
-        terms = multibox_loss(student, targets, self.neg_pos_ratio)
+        weights = positive_weights(targets, self.face_balance)
+        terms = multibox_loss(student, targets, self.neg_pos_ratio, weights)
         total = sum(self.weights[k] * terms[k] for k in GT_TERMS)
         if teacher is not None:
             confident = torch.softmax(teacher[1], dim=-1)[..., 1] >= self.teacher_conf_threshold

@@ -95,12 +95,14 @@ def match_priors_batch(
 class EncodedTargets:
     """Per-prior training targets of a batch: ``labels (B, P)`` (1 face, 0 background), ``boxes (B, P, 4)``
     and ``landmarks (B, P, 10)`` encoded against the priors, ``landmark_mask (B, P)`` (positive priors
-    whose face has landmarks)."""
+    whose face has landmarks) and ``face_share (B, P)``: 1 / (positive priors of the same face) on
+    positives, 0 elsewhere, so each matched face's shares add up to 1 (``None`` when not computed)."""
 
     labels: torch.Tensor
     boxes: torch.Tensor
     landmarks: torch.Tensor
     landmark_mask: torch.Tensor
+    face_share: torch.Tensor | None = None
 
 
 #: Face × prior IoU values computed at once: a batch is matched in groups of images this size.
@@ -143,8 +145,9 @@ def _encode_group(
     iou_threshold: float,
     force_min_iou: float,
     variances: Variances,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Labels, boxes, landmarks and landmark mask of ``targets``, their faces padded to one count.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Labels, boxes, landmarks, landmark mask and face shares of ``targets``, their faces padded
+    to one count.
 
     A padding slot holds the box ``0 0 1 1`` and zero landmarks, so its encoding stays finite.
     """
@@ -168,11 +171,14 @@ def _encode_group(
     positive, matched = match_priors_batch(boxes, valid, priors, iou_threshold, force_min_iou)
     matched_boxes = boxes.gather(1, matched[..., None].expand(-1, -1, 4))
     matched_points = points.gather(1, matched[..., None].expand(-1, -1, 10))
+    priors_per_face = torch.zeros(images, most, device=device).scatter_add_(1, matched, positive.float())
+    face_share = torch.where(positive, 1.0 / priors_per_face.gather(1, matched).clamp(min=1), 0.0)
     return (
         positive.long(),
         encode_boxes(matched_boxes, priors, variances),
         encode_landmarks(matched_points, priors, variances),
         positive & has.gather(1, matched),
+        face_share,
     )
 
 
