@@ -2,16 +2,18 @@
 
     python recipes/face_sizes.py [--labels LABEL.txt] [--images DIR] [--image-size 640]
         [--whole-image 0 0.2 ...] [--repeats 3] [--every K] [--json OUT.json]
-        [--model NAME[=CHECKPOINT] ...] [--score 0.2 0.5]
+        [--face-balance 0 0.5 1] [--model NAME[=CHECKPOINT] ...] [--score 0.2 0.5]
 
 Counts faces by side ``sqrt(w·h)`` in pixels: once at the images' original size (how a detector
 meets them at test time) and, per ``--whole-image`` probability, after ``TrainAugment``'s geometry
 (crop or whole image, pad, resize; no colour changes or flips, which do not move sizes) drawn
 ``--repeats`` times per image. Prints each row's share of faces per size bin and faces per image.
-With ``--model``, also runs each detector on the images at their original size and prints, per
-size bin and ``--score`` threshold, the share of faces it finds (a detection with that score
-and IoU ≥ 0.5, matched greedily by score). Meant for training labels: a size breakdown of
-validation images would tempt tuning on them.
+For the augmented faces it also matches them to the priors of a training image and prints, per
+``--face-balance`` G, each size bin's share of the positive priors' weight in the ground-truth
+loss (a face with n positive priors weighs n^(1 − G)). With ``--model``, also runs each detector
+on the images at their original size and prints, per size bin and ``--score`` threshold, the
+share of faces it finds (a detection with that score and IoU ≥ 0.5, matched greedily by score).
+Meant for training labels: a size breakdown of validation images would tempt tuning on them.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ import torchvision
 
 from featherface import FaceDetector
 from featherface.eval.predict import WIDERFACE_DETECTOR_SETTINGS
+from featherface.priors import prior_boxes
 from featherface.training.augment import TrainAugment
 from featherface.training.data import Sample
 from featherface.training.labels import ImageLabels, read_labels
+from featherface.training.matching import match_priors
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "widerface_train1000"
 #: Lower edges of the size bins (pixels); the last bin is open.
@@ -52,11 +56,35 @@ def histogram(sides: np.ndarray, images: int) -> dict[str, object]:
     }
 
 
+def priors_per_face(boxes: np.ndarray, priors: torch.Tensor, image_size: int) -> np.ndarray:
+    """``(N, 4)`` pixel boxes of a square ``image_size`` training image → ``(N,)`` the number of
+    priors matched to each face (0 for a face too small to match any)."""
+    if not len(boxes):
+        return np.zeros(0)
+    positive, matched = match_priors(torch.from_numpy(boxes).float() / image_size, priors)
+    return np.bincount(matched[positive].numpy(), minlength=len(boxes)).astype(float)
+
+
+def loss_weight_shares(sides: np.ndarray, priors: np.ndarray, face_balance: float) -> list[float]:
+    """Per size bin, its share of the positive priors' weight: a face with ``n`` priors weighs
+    ``n^(1 − face_balance)`` (``n`` priors of weight ``n^-face_balance`` each; 0 when ``n = 0``)."""
+    weights = np.where(priors > 0, priors ** (1.0 - face_balance), 0.0)
+    per_bin = np.bincount(np.digitize(sides, BIN_EDGES) - 1, weights, minlength=len(BIN_EDGES))
+    return (per_bin / max(per_bin.sum(), 1e-12)).round(4).tolist()
+
+
 def measure(
-    entries: list[ImageLabels], image_size: int, whole_image: list[float], repeats: int
+    entries: list[ImageLabels],
+    image_size: int,
+    whole_image: list[float],
+    repeats: int,
+    face_balance: tuple[float, ...] = (),
 ) -> dict[str, dict[str, object]]:
-    """Rows ``"original"`` and ``"whole_image=P"`` of :func:`histogram` results."""
+    """Rows ``"original"`` and ``"whole_image=P"`` of :func:`histogram` results; augmented rows
+    also hold ``loss_weight`` (per ``face_balance`` G, :func:`loss_weight_shares`)."""
     original, augmented = [], {p: [] for p in whole_image}
+    matched = {p: [] for p in whole_image}
+    priors = prior_boxes(image_size, image_size)
     augments = {p: TrainAugment(image_size, distort=False, flip=0.0, whole_image=p) for p in whole_image}
     for index, entry in enumerate(entries):
         image = cv2.imread(str(entry.path))
@@ -68,9 +96,17 @@ def measure(
             for repeat in range(repeats):
                 out = augment(sample, np.random.default_rng((repeat, index)))
                 augmented[p].append(face_sides(out.boxes))
+                if face_balance:
+                    matched[p].append(priors_per_face(out.boxes, priors, image_size))
     rows = {"original": histogram(np.concatenate(original), len(entries))}
     for p, sides in augmented.items():
-        rows[f"whole_image={p:g}"] = histogram(np.concatenate(sides), len(entries) * repeats)
+        row = histogram(np.concatenate(sides), len(entries) * repeats)
+        if face_balance:
+            counts = np.concatenate(matched[p])
+            row["loss_weight"] = {
+                f"{g:g}": loss_weight_shares(np.concatenate(sides), counts, g) for g in face_balance
+            }
+        rows[f"whole_image={p:g}"] = row
     return rows
 
 
@@ -135,6 +171,14 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=1, help="only every K-th image (1: all)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     parser.add_argument(
+        "--face-balance",
+        type=float,
+        nargs="*",
+        default=[0.0, 0.5, 1.0],
+        metavar="G",
+        help="loss weight shares of the positive priors by face size at these face_balance values",
+    )
+    parser.add_argument(
         "--model",
         action="append",
         default=[],
@@ -144,7 +188,7 @@ def main() -> None:
     parser.add_argument("--score", type=float, nargs="+", default=[0.2, 0.5], help="recall thresholds")
     args = parser.parse_args()
     entries = read_labels(args.labels, args.images)[:: args.every]
-    rows = measure(entries, args.image_size, args.whole_image, args.repeats)
+    rows = measure(entries, args.image_size, args.whole_image, args.repeats, tuple(args.face_balance))
     edges = [*BIN_EDGES, None]
     header = [f"{lo}–{hi}" if hi is not None else f"≥{lo}" for lo, hi in pairwise(edges)]
     cells = {
@@ -152,8 +196,16 @@ def main() -> None:
         for name, row in rows.items()
     }
     _print_table("faces", header, cells, "faces / image")
+    if args.face_balance:
+        print("\nshare of the positive priors' weight in the ground-truth loss, by face size:")
+        weights = {
+            f"{name}, face_balance={g}": [f"{100 * s:.1f}%" for s in shares]
+            for name, row in rows.items()
+            for g, shares in row.get("loss_weight", {}).items()
+        }
+        _print_table("training faces", header, weights)
     recall = {spec: recall_by_size(_detector(spec), entries, args.score) for spec in args.model}
-    for score in args.score:
+    for score in args.score if recall else []:
         key = f"score>={score:g}"
         print(f"\nfaces found with score ≥ {score:g} and IoU ≥ 0.5, by size at the original image size:")
         _print_table(

@@ -9,10 +9,15 @@ from itertools import pairwise
 
 import cv2
 import numpy as np
+import pytest
+import torch
 
 from featherface import featherface_v2
+from featherface.priors import prior_boxes
 from featherface.training import LabeledFaceDataset, TrainAugment, make_loader, train
+from featherface.training.data import Target
 from featherface.training.labels import read_retinaface_labels
+from featherface.training.matching import encode_targets
 from tests.conftest import REPO, link_subset200_images, shared_path
 
 
@@ -92,6 +97,39 @@ def test_face_sizes_counts_original_and_augmented_faces(tmp_path):
     assert sum(rows["whole_image=1"]["shares"][:3]) > sum(rows["original"]["shares"][:3])
     assert rows["whole_image=0"]["faces_per_image"] < rows["original"]["faces_per_image"]
     assert sum(rows["whole_image=0"]["shares"][:2]) < sum(rows["whole_image=1"]["shares"][:2])
+    # loss weight by face size: faces under 4 px match no prior; face balance moves weight from
+    # the largest faces to the 8–12 px ones
+    assert "face_balance=0.5" in result.stdout
+    for row in ("whole_image=0", "whole_image=1"):
+        weights = rows[row]["loss_weight"]
+        assert list(weights) == ["0", "0.5", "1"]
+        assert all(
+            sum(shares) == pytest.approx(1.0, abs=1e-3) and shares[0] == 0 for shares in weights.values()
+        )
+        assert weights["0"][-1] > weights["0.5"][-1] > weights["1"][-1]
+        assert weights["0"][2] < weights["0.5"][2] < weights["1"][2]
+
+
+def test_face_sizes_loss_weights_agree_with_the_training_face_shares():
+    sys.path.insert(0, str(REPO / "recipes"))
+    try:
+        from face_sizes import face_sides, loss_weight_shares, priors_per_face
+    finally:
+        sys.path.pop(0)
+    boxes = np.array([[100, 100, 110, 110], [300, 200, 400, 300], [500, 500, 502, 502]], np.float32)
+    priors = prior_boxes(640, 640)
+    counts = priors_per_face(boxes, priors, 640)
+    target = Target(torch.from_numpy(boxes), torch.zeros(3, 5, 2), torch.zeros(3, dtype=torch.bool))
+    share = encode_targets([target], priors, (640, 640)).face_share[0]
+    # each matched face's priors hold 1 / (its prior count) each; the 2-px face matches nothing
+    assert counts[2] == 0 and counts[0] >= 1 and counts[1] > counts[0]
+    assert sorted(share[share > 0].unique().tolist()) == pytest.approx(sorted({1 / counts[0], 1 / counts[1]}))
+    assert (share > 0).sum().item() == counts.sum()
+    sides = face_sides(boxes)  # 10 px (bin 8–12), 100 px (≥ 64), 2 px (0–4)
+    assert loss_weight_shares(sides, counts, 1.0) == [0, 0, 0.5, 0, 0, 0, 0, 0.5]
+    by_priors = loss_weight_shares(sides, counts, 0.0)
+    total = counts[0] + counts[1]
+    assert by_priors[2] == round(counts[0] / total, 4) and by_priors[7] == round(counts[1] / total, 4)
 
 
 def test_found_faces_matches_each_detection_to_the_best_unmatched_face():
