@@ -99,13 +99,12 @@ def measure(
                 if face_balance:
                     matched[p].append(priors_per_face(out.boxes, priors, image_size))
     rows = {"original": histogram(np.concatenate(original), len(entries))}
-    for p, sides in augmented.items():
-        row = histogram(np.concatenate(sides), len(entries) * repeats)
+    for p, parts in augmented.items():
+        sides = np.concatenate(parts)
+        row = histogram(sides, len(entries) * repeats)
         if face_balance:
             counts = np.concatenate(matched[p])
-            row["loss_weight"] = {
-                f"{g:g}": loss_weight_shares(np.concatenate(sides), counts, g) for g in face_balance
-            }
+            row["loss_weight"] = {f"{g:g}": loss_weight_shares(sides, counts, g) for g in face_balance}
         rows[f"whole_image={p:g}"] = row
     return rows
 

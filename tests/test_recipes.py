@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
 from itertools import pairwise
+from types import ModuleType
 
 import cv2
 import numpy as np
@@ -110,34 +112,35 @@ def test_face_sizes_counts_original_and_augmented_faces(tmp_path):
         assert weights["0"][2] < weights["0.5"][2] < weights["1"][2]
 
 
-def test_face_sizes_loss_weights_agree_with_the_training_face_shares():
+def _face_sizes_recipe() -> ModuleType:
+    """``recipes/face_sizes.py`` imported as a module."""
     sys.path.insert(0, str(REPO / "recipes"))
     try:
-        from face_sizes import face_sides, loss_weight_shares, priors_per_face
+        return importlib.import_module("face_sizes")
     finally:
         sys.path.pop(0)
+
+
+def test_face_sizes_loss_weights_agree_with_the_training_face_shares():
+    recipe = _face_sizes_recipe()
     boxes = np.array([[100, 100, 110, 110], [300, 200, 400, 300], [500, 500, 502, 502]], np.float32)
     priors = prior_boxes(640, 640)
-    counts = priors_per_face(boxes, priors, 640)
+    counts = recipe.priors_per_face(boxes, priors, 640)
     target = Target(torch.from_numpy(boxes), torch.zeros(3, 5, 2), torch.zeros(3, dtype=torch.bool))
     share = encode_targets([target], priors, (640, 640)).face_share[0]
     # each matched face's priors hold 1 / (its prior count) each; the 2-px face matches nothing
     assert counts[2] == 0 and counts[0] >= 1 and counts[1] > counts[0]
     assert sorted(share[share > 0].unique().tolist()) == pytest.approx(sorted({1 / counts[0], 1 / counts[1]}))
     assert (share > 0).sum().item() == counts.sum()
-    sides = face_sides(boxes)  # 10 px (bin 8–12), 100 px (≥ 64), 2 px (0–4)
-    assert loss_weight_shares(sides, counts, 1.0) == [0, 0, 0.5, 0, 0, 0, 0, 0.5]
-    by_priors = loss_weight_shares(sides, counts, 0.0)
+    sides = recipe.face_sides(boxes)  # 10 px (bin 8–12), 100 px (≥ 64), 2 px (0–4)
+    assert recipe.loss_weight_shares(sides, counts, 1.0) == [0, 0, 0.5, 0, 0, 0, 0, 0.5]
+    by_priors = recipe.loss_weight_shares(sides, counts, 0.0)
     total = counts[0] + counts[1]
     assert by_priors[2] == round(counts[0] / total, 4) and by_priors[7] == round(counts[1] / total, 4)
 
 
 def test_found_faces_matches_each_detection_to_the_best_unmatched_face():
-    sys.path.insert(0, str(REPO / "recipes"))
-    try:
-        from face_sizes import found_faces
-    finally:
-        sys.path.pop(0)
+    found_faces = _face_sizes_recipe().found_faces
     truth = np.array([[0, 0, 10, 10], [100, 100, 120, 120], [8, 0, 18, 10]], np.float32)
     # the first detection overlaps face 0 best (IoU 1); the second also overlaps face 0 most (IoU 0.82)
     # but it is taken, so it gets face 2 (IoU 0.18 < 0.5: not found); face 1 is nowhere near a detection

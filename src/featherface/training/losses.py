@@ -6,16 +6,16 @@ Terms (each a scalar, logged under its name):
 - ``cls``: cross-entropy on positives and hard negatives (``neg_pos_ratio`` per positive), divided
   by the positives.
 - ``landm``: smooth-L1 on encoded landmarks of positives whose face has landmarks, divided by them.
-
-With ``face_balance`` > 0 the positive priors in these three terms are weighted by their face's
-share instead of counting once (see :func:`positive_weights`): at 1, a small face that matches one
-prior weighs as much as a large face that matches ten.
 - ``kd_cls``: KL(teacher ‖ student) of class distributions softened by ``T``, times ``T²``, mean
   over priors.
 - ``kd_box`` / ``kd_landm``: smooth-L1 between student and teacher regression outputs on the
   priors the teacher scores at least ``teacher_conf_threshold``, divided by their number.
 - ``kd_feat``: mean squared error between the student's neck features through 1×1 adapters and
   the teacher's, averaged over levels.
+
+With ``face_balance`` > 0 the positive priors in ``loc``, ``cls`` and ``landm`` are weighted by
+their face's share instead of counting once (see :func:`positive_weights`): at 1, a small face
+that matches one prior weighs as much as a large face that matches ten.
 
 The total is ``Σ w·term`` over the ground-truth terms when training, and
 ``(1 − alpha)·Σ_gt + alpha·Σ_kd`` when distilling.
@@ -92,6 +92,12 @@ def masked_smooth_l1(
     return torch.where(mask, per_prior, 0.0).sum()
 
 
+def check_face_balance(face_balance: float) -> None:
+    """Raise ``ValueError`` unless ``face_balance`` lies in ``[0, 1]``."""
+    if not 0.0 <= face_balance <= 1.0:
+        raise ValueError(f"face_balance must lie in [0, 1], got {face_balance}")
+
+
 def positive_weights(targets: EncodedTargets, face_balance: float) -> torch.Tensor | None:
     """Weights ``(B, P)`` of the positive priors in the ground-truth terms.
 
@@ -100,8 +106,7 @@ def positive_weights(targets: EncodedTargets, face_balance: float) -> torch.Tens
     number of positives. ``0``: ``None``, every positive prior counts once (RetinaFace); ``1``:
     every matched face weighs the same, however many priors it matches; in between, a blend.
     """
-    if not 0.0 <= face_balance <= 1.0:
-        raise ValueError(f"face_balance must lie in [0, 1], got {face_balance}")
+    check_face_balance(face_balance)
     if face_balance == 0.0:
         return None
     if targets.face_share is None:
@@ -196,8 +201,7 @@ class DetectionObjective:
     def __post_init__(self) -> None:
         if self.kd_cls_norm not in KD_CLS_NORMS:
             raise ValueError(f"kd_cls_norm must be one of {KD_CLS_NORMS}, got {self.kd_cls_norm!r}")
-        if not 0.0 <= self.face_balance <= 1.0:
-            raise ValueError(f"face_balance must lie in [0, 1], got {self.face_balance}")
+        check_face_balance(self.face_balance)
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}")
         if self.temperature <= 0:
