@@ -265,16 +265,16 @@ FEATHERFACE_V2_WIDERFACE_KD = WeightsCfg(
     num_params=261_626,
     license="MIT",
     source="featherface: distilled from featherface_v1.widerface on 999 WIDER FACE train images "
-    "(recipes/featherface_v2_widerface_kd.sh, stages 1 to 5; see docs/training.md)",
+    "(recipes/featherface_v2_widerface_kd.sh, stages 1 to 6; see docs/training.md)",
     hf_hub_id="featherface/featherface-v2-widerface-kd",
     revision="v0.1.0",
-    sha256="3bc270a8b364b7003b12b9cf5b845c328cd0de7bfb483f89c382ccfc3193a73f",
+    sha256="581d13050ef7a8c9b3ee6146004f3702d61eaabf5db18a36c2a2d5e2efdf0292",
     package_file="pretrained/featherface_v2_widerface_kd.safetensors",
     metrics={
         "widerface_val_dev": {
-            "easy": 0.8621,
-            "medium": 0.8409,
-            "hard": 0.6269,
+            "easy": 0.8673,
+            "medium": 0.8433,
+            "hard": 0.6551,
             "protocol": WIDERFACE_DEV_PROTOCOL,
         },
     },
