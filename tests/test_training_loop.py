@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import cv2
 import numpy as np
@@ -16,6 +17,8 @@ from featherface.training import (
     ImageFolderDataset,
     LabeledFaceDataset,
     TrainAugment,
+    TrainConfig,
+    Trainer,
     distill,
     load_body,
     make_loader,
@@ -185,6 +188,21 @@ def test_a_non_finite_loss_stops_training_before_the_step():
     after = dict(model.named_parameters())
     del before["heads.levels.0.cls.weight"]  # NaN, never equal to itself
     assert all(torch.equal(value, after[name]) for name, value in before.items())
+
+
+def test_a_step_the_grad_scaler_skips_still_advances_the_schedule_without_a_warning():
+    model = _student()
+    trainer = Trainer(model, make_loader(small_labeled_set(), 2), TrainConfig(epochs=1, progress=False))
+    # the float32 loss times 2^127 overflows: the scaler skips the step, as mixed precision does
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127)
+    before = {name: p.clone() for name, p in model.named_parameters()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        record = trainer.train_step(next(iter(trainer.loader)))
+    assert all(torch.equal(value, dict(model.named_parameters())[name]) for name, value in before.items())
+    assert trainer.scaler.get_scale() == 2.0**126
+    assert record["lr"] == pytest.approx(0.5e-3)  # warm-up step 1 of 2
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
 
 
 def test_warmup_then_cosine_by_hand():

@@ -47,6 +47,8 @@ from featherface.weights import load_state_dict_strict
 CHECKPOINT_PATH = Path("checkpoints") / "last.pt"
 #: Where ``save_every`` writes the weights of an epoch, relative to the output folder.
 EPOCH_WEIGHTS = "epochs/epoch_{epoch:03d}.safetensors"
+#: The start of torch's warning when the schedule steps but the optimiser did not.
+SKIPPED_STEP_WARNING = r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`"
 
 
 @dataclass
@@ -258,7 +260,12 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
+        with warnings.catch_warnings():
+            # with mixed precision the scaler skips the optimiser step when float16 gradients
+            # overflow (by design, mostly while it calibrates in the first steps); the learning-rate
+            # schedule still advances, so torch's warning about the call order does not apply
+            warnings.filterwarnings("ignore", SKIPPED_STEP_WARNING, UserWarning)
+            self.scheduler.step()
         if self.ema is not None:
             self.ema.update(self.model)
         self.global_step += 1
