@@ -8,7 +8,7 @@
 # log.jsonl, checkpoints/last.pt (after every epoch), epochs/ (every 2nd epoch's weights, for
 # recipes/training_curve.py) and model.safetensors, and resumes when run again. Add --device cuda
 # (and a larger --workers) on a GPU; the numbers in docs/training.md were measured with batch 32
-# at 640×640 on one GPU.
+# at 640×640, stages 1–3 and 6 on one GPU, stages 4 and 5 on a 2-core CPU.
 set -euo pipefail
 DATA=${1:-../shared/data/widerface_train1000}
 OUT=${2:-runs/featherface_v2_widerface_kd}
