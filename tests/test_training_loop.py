@@ -199,7 +199,8 @@ def test_a_step_the_grad_scaler_skips_still_advances_the_schedule_without_a_warn
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         record = trainer.train_step(next(iter(trainer.loader)))
-    assert all(torch.equal(value, dict(model.named_parameters())[name]) for name, value in before.items())
+    after = dict(model.named_parameters())
+    assert all(torch.equal(value, after[name]) for name, value in before.items())
     assert trainer.scaler.get_scale() == 2.0**126
     assert record["lr"] == pytest.approx(0.5e-3)  # warm-up step 1 of 2
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
