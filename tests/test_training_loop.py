@@ -258,6 +258,24 @@ def test_freeze_bn_keeps_the_running_statistics_and_trains_the_rest(freeze_bn):
     assert any(not torch.equal(before[k], after[k]) for k in weights)
 
 
+def test_freeze_body_fixes_the_backbone_trains_the_rest_and_hands_gradients_back():
+    model = _student()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train(model, make_loader(small_labeled_set(), 2), epochs=1, freeze_body=True, progress=False)
+    after = model.state_dict()
+    body = [k for k in after if k.startswith("body.")]
+    rest = [k for k in after if not k.startswith("body.") and after[k].is_floating_point()]
+    assert any(k.endswith("running_var") for k in body)
+    assert all(torch.equal(before[k], after[k]) for k in body)
+    assert any(not torch.equal(before[k], after[k]) for k in rest)
+    assert all(param.requires_grad for param in model.parameters())
+
+
+def test_freeze_body_names_the_missing_backbone():
+    with pytest.raises(ValueError, match=r"freeze_body needs a model with a \.body backbone"):
+        train(nn.Conv2d(3, 16, 1), make_loader(small_labeled_set(), 2), epochs=1, freeze_body=True)
+
+
 def test_ema_follows_its_decay_formula_and_copies_integer_buffers():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     ema = ModelEma(model, decay=0.9)

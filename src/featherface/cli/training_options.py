@@ -84,6 +84,11 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep batch-norm statistics fixed (fine-tuning with small batches, e.g. on a CPU)",
     )
+    run.add_argument(
+        "--freeze-body",
+        action="store_true",
+        help="keep the backbone fixed (weights and batch-norm statistics); train the rest",
+    )
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--device", help="cpu, cuda, cuda:1 … (default: CUDA when available)")
     out = parser.add_argument_group("output")
@@ -137,6 +142,7 @@ def loop_options(args: argparse.Namespace) -> dict[str, object]:
         "progress": not args.no_progress,
         "save_every": args.save_every,
         "freeze_bn": args.freeze_bn,
+        "freeze_body": args.freeze_body,
     }
 
 

@@ -59,7 +59,8 @@ def train(
             ``dropblock_size`` (3), ``iou_threshold`` (0.35), ``progress`` (True), ``save_every``
             (0: off; N writes the weights, EMA if enabled, to ``epochs/epoch_NNN.safetensors``
             every N epochs, e.g. for a per-epoch evaluation), ``freeze_bn`` (False: True keeps
-            the batch-norm statistics fixed, for fine-tuning with small batches).
+            the batch-norm statistics fixed, for fine-tuning with small batches), ``freeze_body``
+            (False: True keeps the backbone's weights and batch-norm statistics fixed).
 
     Returns:
         one record per epoch: ``epoch``, ``step``, mean ``loss`` and terms, ``lr``, ``images``,

@@ -77,6 +77,7 @@ class TrainConfig:
     progress: bool = True
     save_every: int = 0
     freeze_bn: bool = False
+    freeze_body: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -102,6 +103,23 @@ def freeze_batch_norm(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.eval()
+
+
+def freeze_body(model: nn.Module) -> list[nn.Parameter]:
+    """Fix ``model.body`` (the MobileNetV1-0.25 backbone of a FeatherFace model): its weights get
+    no gradients and its batch norms keep their running statistics; the rest of the model trains.
+    For a body that already generalises (e.g. the teacher's) and a training set too narrow to
+    improve it. Returns the parameters it froze (those that required gradients)."""
+    body = getattr(model, "body", None)
+    if not isinstance(body, nn.Module):
+        raise ValueError(
+            "freeze_body needs a model with a .body backbone (a FeatherFace model), "
+            f"got {type(model).__name__}"
+        )
+    frozen = [param for param in body.parameters() if param.requires_grad]
+    body.requires_grad_(False)
+    body.eval()
+    return frozen
 
 
 def _input_cfg(model: nn.Module) -> tuple[InputCfg, PriorCfg]:
@@ -149,6 +167,7 @@ class Trainer:
         self.model = model.to(self.device).train()
         if config.freeze_bn:
             freeze_batch_norm(self.model)
+        self.frozen = freeze_body(self.model) if config.freeze_body else []
         self.teacher = None if teacher is None else teacher.to(self.device).eval().requires_grad_(False)
         adapters = None
         if self.teacher is not None and self.objective.weights["kd_feat"] > 0:
@@ -388,6 +407,8 @@ class Trainer:
         """Leave the final weights (the EMA if enabled) in the model and export them (rank 0)."""
         if self.ema is not None:
             self.model.load_state_dict(self.ema.module.state_dict())
+        for param in self.frozen:
+            param.requires_grad_(True)
         self.model.eval()
         if self.output_dir is not None and self.dist.is_main:
             last = self.history[-1] if self.history else {}
