@@ -10,18 +10,26 @@ import pytest
 import torch
 
 from featherface import featherface_v2
+from featherface.models.attention import SharedCBAM
 from featherface.models.bifpn import BiFPNCell
 from featherface.models.context import ChannelShuffle
-from featherface.models.fuse import fold_channel_shuffle, fuse_model, ungroup_conv, ungroup_convs
+from featherface.models.fuse import (
+    fold_batch_norm,
+    fold_channel_shuffle,
+    fuse_model,
+    ungroup_conv,
+    ungroup_convs,
+)
 from featherface.models.fused import (
     FusedDeformContext,
     FusedDeformSSH,
+    FusedSharedCBAM,
     FusedSSH,
     MergedHeads,
     PointwiseConv,
     is_plain_pointwise,
 )
-from featherface.models.padding import valid_region
+from featherface.models.padding import install_padding_hooks, valid_region
 from featherface.priors import valid_prior_mask
 from tests.conftest import shared_path
 
@@ -101,11 +109,44 @@ def test_fused_v2_matches_unfused_on_a_real_image(golden):
 def test_fused_v2_runs_dense_ssh_convs_and_no_narrow_groups():
     fused = featherface_v2(pretrained=True).fuse()
     assert all(isinstance(level, FusedSSH) for level in fused.context)
+    assert all(isinstance(m, FusedSharedCBAM) for m in (fused.body_attention, fused.neck_attention))
     assert [len(list(level.children())) for level in fused.context] == [4, 4, 4]
     grouped = [m for m in fused.modules() if isinstance(m, torch.nn.Conv2d) and 1 < m.groups < m.in_channels]
     assert grouped and all(m.in_channels // m.groups > 4 for m in grouped)  # only the head trunks' 16
     with pytest.raises(ValueError, match="grouped SSH"):
         FusedSSH(featherface_v2().context[0])  # batch norms not folded yet
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:FutureWarning")
+def test_fused_shared_cbam_equals_the_levels_run_one_by_one():
+    """One block-diagonal MLP and one spatial conv over a canvas of all levels: same outputs as
+    the per-level CBAM, in a padded batch too, and when traced (the per-level path)."""
+    torch.manual_seed(0)
+    cbam = SharedCBAM((16, 32, 64), reduction=4).eval()
+    install_padding_hooks(cbam)  # as FeatherFace does: the spatial conv masks its input
+    for gate in cbam.channel_gates:
+        gate.fc1.weight.data.normal_(0, 0.5)
+    with torch.no_grad():
+        cbam.spatial_gate.bn.running_mean.fill_(0.3)
+        cbam.spatial_gate.bn.running_var.fill_(2.0)
+    folded = copy.deepcopy(cbam)
+    fold_batch_norm(folded.spatial_gate.conv, folded.spatial_gate.bn)
+    folded.spatial_gate.bn = torch.nn.Identity()
+    fused = FusedSharedCBAM(folded).requires_grad_(False)
+    levels = [torch.randn(2, c, s, s + 3) for c, s in ((16, 23), (32, 12), (64, 6))]
+    with torch.no_grad():
+        expected, got = cbam(levels), fused(levels)
+        with valid_region([(184, 208), (130, 97)], (184, 208)):
+            expected_padded, got_padded = cbam(levels), fused(levels)
+        traced = torch.jit.trace(lambda a, b, c: tuple(fused([a, b, c])), tuple(levels))
+        got_traced = traced(*levels)
+    for outputs in (got, got_padded, got_traced):
+        reference = expected_padded if outputs is got_padded else expected
+        for x, y in zip(reference, outputs):
+            torch.testing.assert_close(y, x, rtol=0, atol=1e-5)
+    assert worst(tuple(expected), tuple(expected_padded)) > 1e-3  # the padding mask mattered
+    with pytest.raises(ValueError, match="fold the spatial gate's batch norm"):
+        FusedSharedCBAM(cbam)
 
 
 @pytest.mark.parametrize("arch", ["v1", "v2"])

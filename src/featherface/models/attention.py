@@ -36,6 +36,11 @@ class ChannelGate(nn.Module):
         return x * torch.sigmoid(logits)[:, :, None, None]
 
 
+def channel_max_and_mean(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W) → (B, 2, H, W)``: the channel-wise max and mean a spatial gate reads."""
+    return torch.cat((x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)), dim=1)
+
+
 class SpatialGate(nn.Module):
     """Spatial attention: 7×7 conv + BN over the channel-wise max and mean maps.
 
@@ -49,8 +54,7 @@ class SpatialGate(nn.Module):
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The ``(B, 1, H, W)`` sigmoid gate for ``x``."""
-        compressed = torch.cat((x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)), dim=1)
-        return torch.sigmoid(self.bn(self.conv(compressed)))
+        return torch.sigmoid(self.bn(self.conv(channel_max_and_mean(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gate(x)

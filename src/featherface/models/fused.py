@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from featherface.models.attention import SharedCBAM, channel_max_and_mean, global_pools
 from featherface.models.dcn import (
     PLAN_CHANNELS,
     SamplingGrid,
@@ -20,7 +21,7 @@ from featherface.models.dcn import (
 )
 from featherface.models.deform import DeformConv2d
 from featherface.models.heads import flatten_level
-from featherface.models.padding import mask_padding
+from featherface.models.padding import active_region, mask_padding
 from featherface.models.tracing import is_exporting
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
@@ -278,3 +279,68 @@ class MergedHeads(nn.Module):
         )
         loc, conf, landms = per_anchor.split(self.values, dim=-1)
         return loc, conf, landms
+
+
+def _block_diagonal_linear(layers: list[nn.Linear]) -> nn.Linear:
+    """One linear layer equal to ``layers`` applied to consecutive slices of its input, outputs
+    concatenated (block-diagonal weight, zeros between the blocks)."""
+    if len({layer.bias is None for layer in layers}) != 1:
+        raise ValueError("cannot merge linear layers of which only some have a bias")
+    weight = torch.block_diag(*[layer.weight for layer in layers])
+    merged = nn.Linear(weight.shape[1], weight.shape[0], bias=layers[0].bias is not None)
+    merged.weight.data.copy_(weight)
+    if merged.bias is not None:
+        merged.bias.data.copy_(torch.cat([layer.bias for layer in layers]))
+    return merged.to(layers[0].weight)
+
+
+class FusedSharedCBAM(nn.Module):
+    """V2's :class:`~featherface.models.attention.SharedCBAM` (spatial-gate BN folded) with its
+    levels batched: every level's channel-gate MLP as one block-diagonal MLP, and the shared
+    spatial gate's 7×7 conv run once over a canvas holding all levels' channel-max and -mean maps
+    side by side, ``kernel // 2`` zero columns apart (exactly the conv's zero padding), instead
+    of once per level. Same outputs; while exporting, the conv runs per level (size-generic).
+    """
+
+    def __init__(self, cbam: SharedCBAM) -> None:
+        super().__init__()
+        spatial = cbam.spatial_gate
+        if not isinstance(spatial.bn, nn.Identity):
+            raise ValueError("fold the spatial gate's batch norm into its conv before fusing the CBAM")
+        if spatial.conv.stride != (1, 1) or spatial.conv.dilation != (1, 1):
+            raise ValueError("the spatial gate's conv must have stride 1 and dilation 1 to run on a canvas")
+        gates = list(cbam.channel_gates)
+        self.channels = [gate.fc1.in_features for gate in gates]
+        self.fc1 = _block_diagonal_linear([gate.fc1 for gate in gates])
+        self.fc2 = _block_diagonal_linear([gate.fc2 for gate in gates])
+        self.spatial = spatial.conv
+        self.gap = spatial.conv.padding[1]
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per level ``relu(x + attention(x))`` (see :func:`~featherface.models.attention.attend`)."""
+        pools = [global_pools(x) for x in features]
+        pooled = torch.cat([mean for mean, _ in pools] + [peak for _, peak in pools], dim=1)
+        logits = self.fc2(F.relu(self.fc1(pooled.unflatten(1, (2, -1))))).sum(dim=1)
+        gates = torch.sigmoid(logits).split(self.channels, dim=1)
+        attended = [x * gate[:, :, None, None] for x, gate in zip(features, gates)]
+        spatial = self._spatial_gates(attended)
+        return [torch.addcmul(x, a, s).relu_() for x, a, s in zip(features, attended, spatial)]
+
+    def _spatial_gates(self, attended: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each level's ``(B, 1, H, W)`` sigmoid gate from its channel max and mean."""
+        if is_exporting():
+            return [torch.sigmoid(self.spatial(channel_max_and_mean(a))) for a in attended]
+        batch, heights = attended[0].shape[0], [a.shape[2] for a in attended]
+        widths = [a.shape[3] for a in attended]
+        starts = [sum(widths[:i]) + i * self.gap for i in range(len(attended))]
+        canvas = attended[0].new_zeros(batch, 2, max(heights), starts[-1] + widths[-1])
+        masked = active_region() is not None
+        for a, start in zip(attended, starts):
+            region = canvas[:, :, : a.shape[2], start : start + a.shape[3]]
+            torch.amax(a, dim=1, keepdim=True, out=region[:, :1])
+            torch.mean(a, dim=1, keepdim=True, out=region[:, 1:])
+            if masked:  # what the conv's padding pre-hook does to each level's input
+                region.copy_(mask_padding(region))
+        conv = self.spatial
+        gate = torch.sigmoid(F.conv2d(canvas, conv.weight, conv.bias, conv.stride, conv.padding))
+        return [gate[:, :, : a.shape[2], start : start + a.shape[3]] for a, start in zip(attended, starts)]
