@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from featherface import featherface_v2
-from featherface.models.attention import SharedCBAM
+from featherface.models.attention import PerLevelCBAM, SharedCBAM
 from featherface.models.bifpn import BiFPNCell
 from featherface.models.context import ChannelShuffle
 from featherface.models.fuse import (
@@ -21,9 +21,9 @@ from featherface.models.fuse import (
     ungroup_convs,
 )
 from featherface.models.fused import (
+    FusedCBAM,
     FusedDeformContext,
     FusedDeformSSH,
-    FusedSharedCBAM,
     FusedSSH,
     MergedHeads,
     PointwiseConv,
@@ -67,6 +67,7 @@ def test_fused_v1_structure_and_original_untouched(v1_model, fused_v1):
     assert isinstance(fused_v1.context, FusedDeformContext)
     assert all(isinstance(m, FusedDeformSSH) for m in fused_v1.context)
     assert isinstance(fused_v1.heads, MergedHeads)
+    assert all(isinstance(m, FusedCBAM) for m in (fused_v1.body_attention, fused_v1.neck_attention))
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused_v1.modules())
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in v1_model.modules()) > 0
     assert fused_v1.fused and not v1_model.fused
@@ -109,7 +110,7 @@ def test_fused_v2_matches_unfused_on_a_real_image(golden):
 def test_fused_v2_runs_dense_ssh_convs_and_no_narrow_groups():
     fused = featherface_v2(pretrained=True).fuse()
     assert all(isinstance(level, FusedSSH) for level in fused.context)
-    assert all(isinstance(m, FusedSharedCBAM) for m in (fused.body_attention, fused.neck_attention))
+    assert all(isinstance(m, FusedCBAM) for m in (fused.body_attention, fused.neck_attention))
     assert [len(list(level.children())) for level in fused.context] == [4, 4, 4]
     grouped = [m for m in fused.modules() if isinstance(m, torch.nn.Conv2d) and 1 < m.groups < m.in_channels]
     assert grouped and all(m.in_channels // m.groups > 4 for m in grouped)  # only the head trunks' 16
@@ -118,21 +119,25 @@ def test_fused_v2_runs_dense_ssh_convs_and_no_narrow_groups():
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:FutureWarning")
-def test_fused_shared_cbam_equals_the_levels_run_one_by_one():
-    """One block-diagonal MLP and one spatial conv over a canvas of all levels: same outputs as
-    the per-level CBAM, in a padded batch too, and when traced (the per-level path)."""
+@pytest.mark.parametrize("kind", [SharedCBAM, PerLevelCBAM])
+def test_fused_cbam_equals_the_levels_run_one_by_one(kind):
+    """One block-diagonal MLP and one stacked spatial conv over a canvas of all levels: same
+    outputs as the per-level CBAMs, in a padded batch too, and when traced (the per-level path)."""
     torch.manual_seed(0)
-    cbam = SharedCBAM((16, 32, 64), reduction=4).eval()
-    install_padding_hooks(cbam)  # as FeatherFace does: the spatial conv masks its input
-    for gate in cbam.channel_gates:
-        gate.fc1.weight.data.normal_(0, 0.5)
-    with torch.no_grad():
-        cbam.spatial_gate.bn.running_mean.fill_(0.3)
-        cbam.spatial_gate.bn.running_var.fill_(2.0)
+    cbam = kind((16, 32, 64), reduction=4).eval()
+    install_padding_hooks(cbam)  # as FeatherFace does: each spatial conv masks its input
+    for module in cbam.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.weight.data.normal_(0, 0.5)
+        elif isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2)
     folded = copy.deepcopy(cbam)
-    fold_batch_norm(folded.spatial_gate.conv, folded.spatial_gate.bn)
-    folded.spatial_gate.bn = torch.nn.Identity()
-    fused = FusedSharedCBAM(folded).requires_grad_(False)
+    for module in folded.modules():
+        if hasattr(module, "bn") and isinstance(module.bn, torch.nn.BatchNorm2d):
+            fold_batch_norm(module.conv, module.bn)
+            module.bn = torch.nn.Identity()
+    fused = FusedCBAM(folded).requires_grad_(False)
     levels = [torch.randn(2, c, s, s + 3) for c, s in ((16, 23), (32, 12), (64, 6))]
     with torch.no_grad():
         expected, got = cbam(levels), fused(levels)
@@ -140,13 +145,12 @@ def test_fused_shared_cbam_equals_the_levels_run_one_by_one():
             expected_padded, got_padded = cbam(levels), fused(levels)
         traced = torch.jit.trace(lambda a, b, c: tuple(fused([a, b, c])), tuple(levels))
         got_traced = traced(*levels)
-    for outputs in (got, got_padded, got_traced):
-        reference = expected_padded if outputs is got_padded else expected
+    for reference, outputs in ((expected, got), (expected_padded, got_padded), (expected, got_traced)):
         for x, y in zip(reference, outputs):
             torch.testing.assert_close(y, x, rtol=0, atol=1e-5)
     assert worst(tuple(expected), tuple(expected_padded)) > 1e-3  # the padding mask mattered
-    with pytest.raises(ValueError, match="fold the spatial gate's batch norm"):
-        FusedSharedCBAM(cbam)
+    with pytest.raises(ValueError, match="fold each spatial gate's batch norm"):
+        FusedCBAM(cbam)
 
 
 @pytest.mark.parametrize("arch", ["v1", "v2"])

@@ -1,4 +1,4 @@
-"""CBAM attention (channel gate + spatial gate) and the weight-shared variant used by V2."""
+"""CBAM attention (channel gate + spatial gate): one CBAM per level (V1) or one weight-shared CBAM (V2)."""
 
 from __future__ import annotations
 
@@ -95,3 +95,15 @@ class SharedCBAM(nn.Module):
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per level ``relu(x + attention(x))`` (see :func:`attend`)."""
         return [attend(x, gate, self.spatial_gate) for gate, x in zip(self.channel_gates, features)]
+
+
+class PerLevelCBAM(nn.Module):
+    """An independent :class:`CBAM` for each pyramid level, each with a residual add + ReLU (V1)."""
+
+    def __init__(self, channels: tuple[int, ...], reduction: int = 16) -> None:
+        super().__init__()
+        self.levels = nn.ModuleList(CBAM(c, reduction) for c in channels)
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per level ``relu(x + cbam(x))`` (see :func:`attend`)."""
+        return [attend(x, cbam.channel_gate, cbam.spatial_gate) for cbam, x in zip(self.levels, features)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from featherface.models.attention import CBAM, SharedCBAM, attend
+from featherface.models.attention import PerLevelCBAM, SharedCBAM
 from featherface.models.backbone import MobileNetV1
 from featherface.models.bifpn import BiFPNCell, LightSeparableConv, SeparableConv
 from featherface.models.context import deformable_ssh, grouped_ssh, light_shuffle_block, shuffle_block
@@ -26,18 +26,6 @@ class PerLevel(nn.ModuleList):
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         return [module(x) for module, x in zip(self, features)]
-
-
-class PerLevelCBAM(nn.Module):
-    """An independent :class:`CBAM` for each pyramid level, each with a residual add + ReLU (V1)."""
-
-    def __init__(self, channels: tuple[int, ...], reduction: int = 16) -> None:
-        super().__init__()
-        self.levels = nn.ModuleList(CBAM(c, reduction) for c in channels)
-
-    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Per level ``relu(x + cbam(x))`` (see :func:`~featherface.models.attention.attend`)."""
-        return [attend(x, cbam.channel_gate, cbam.spatial_gate) for cbam, x in zip(self.levels, features)]
 
 
 class SeparateHeads(nn.Module):

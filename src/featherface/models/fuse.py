@@ -12,14 +12,14 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from featherface.models.attention import SharedCBAM, SpatialGate
+from featherface.models.attention import PerLevelCBAM, SharedCBAM, SpatialGate
 from featherface.models.bifpn import BiFPNCell, LightSeparableConv, SeparableConv
 from featherface.models.context import SSH, ChannelShuffle
 from featherface.models.deform import DeformConv2d
 from featherface.models.fused import (
+    FusedCBAM,
     FusedDeformContext,
     FusedDeformSSH,
-    FusedSharedCBAM,
     FusedSSH,
     MergedHeads,
     PointwiseConv,
@@ -152,8 +152,8 @@ def _fuse_module(module: nn.Module) -> nn.Module:
         return FusedDeformSSH(module)
     elif isinstance(module, SSH):
         return FusedSSH(module)
-    elif isinstance(module, SharedCBAM):
-        return FusedSharedCBAM(module)
+    elif isinstance(module, SharedCBAM | PerLevelCBAM):
+        return FusedCBAM(module)
     return module
 
 
@@ -178,8 +178,8 @@ def fuse_model(model: nn.Module, channels_last: bool = True) -> nn.Module:
     each level's box / class / landmark convs into one conv; BiFPN fusion weights become
     constants. V1's three deformable SSHs run in lock-step (:class:`FusedDeformContext`); V2's
     grouped SSHs become four dense convs each (:class:`FusedSSH`) and its other grouped convs with
-    groups of at most 4 channels dense ones, and its two shared CBAMs run their levels batched
-    (:class:`FusedSharedCBAM`); 1×1 convs run as matrix products on small maps
+    groups of at most 4 channels dense ones; every CBAM runs its levels batched
+    (:class:`FusedCBAM`); 1×1 convs run as matrix products on small maps
     (:class:`PointwiseConv`). With ``channels_last`` the copy keeps its weights and
     activations in channels-last memory (faster on CPU). ``model`` is unchanged.
 

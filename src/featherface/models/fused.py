@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featherface.models.attention import SharedCBAM, channel_max_and_mean, global_pools
+from featherface.models.attention import PerLevelCBAM, SharedCBAM, channel_max_and_mean, global_pools
 from featherface.models.dcn import (
     PLAN_CHANNELS,
     SamplingGrid,
@@ -294,27 +294,31 @@ def _block_diagonal_linear(layers: list[nn.Linear]) -> nn.Linear:
     return merged.to(layers[0].weight)
 
 
-class FusedSharedCBAM(nn.Module):
-    """V2's :class:`~featherface.models.attention.SharedCBAM` (spatial-gate BN folded) with its
-    levels batched: every level's channel-gate MLP as one block-diagonal MLP, and the shared
-    spatial gate's 7×7 conv run once over a canvas holding all levels' channel-max and -mean maps
-    side by side, ``kernel // 2`` zero columns apart (exactly the conv's zero padding), instead
-    of once per level. Same outputs; while exporting, the conv runs per level (size-generic).
+class FusedCBAM(nn.Module):
+    """A pyramid's CBAMs (:class:`~featherface.models.attention.SharedCBAM` of V2 or
+    :class:`~featherface.models.attention.PerLevelCBAM` of V1, spatial-gate BNs folded) with the
+    levels batched: every level's channel-gate MLP as one block-diagonal MLP, and the spatial
+    gates' 7×7 convs, stacked as the output channels of one conv (one for V2's shared gate, one
+    per level for V1), run once over a canvas holding all levels' channel-max and -mean maps side
+    by side, ``kernel // 2`` zero columns apart (exactly the conv's zero padding); level ``i``
+    reads its own output channel. Same outputs; while exporting, the conv runs per level.
     """
 
-    def __init__(self, cbam: SharedCBAM) -> None:
+    def __init__(self, cbam: SharedCBAM | PerLevelCBAM) -> None:
         super().__init__()
-        spatial = cbam.spatial_gate
-        if not isinstance(spatial.bn, nn.Identity):
-            raise ValueError("fold the spatial gate's batch norm into its conv before fusing the CBAM")
-        if spatial.conv.stride != (1, 1) or spatial.conv.dilation != (1, 1):
-            raise ValueError("the spatial gate's conv must have stride 1 and dilation 1 to run on a canvas")
-        gates = list(cbam.channel_gates)
+        if isinstance(cbam, SharedCBAM):
+            gates, spatials = list(cbam.channel_gates), [cbam.spatial_gate]
+        else:
+            gates = [level.channel_gate for level in cbam.levels]
+            spatials = [level.spatial_gate for level in cbam.levels]
+        if not all(isinstance(spatial.bn, nn.Identity) for spatial in spatials):
+            raise ValueError("fold each spatial gate's batch norm into its conv before fusing the CBAM")
         self.channels = [gate.fc1.in_features for gate in gates]
         self.fc1 = _block_diagonal_linear([gate.fc1 for gate in gates])
         self.fc2 = _block_diagonal_linear([gate.fc2 for gate in gates])
-        self.spatial = spatial.conv
-        self.gap = spatial.conv.padding[1]
+        self.spatial = _stacked_conv([spatial.conv for spatial in spatials])
+        self.gap = self.spatial.padding[1]
+        self.shared = len(spatials) == 1
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per level ``relu(x + attention(x))`` (see :func:`~featherface.models.attention.attend`)."""
@@ -326,10 +330,19 @@ class FusedSharedCBAM(nn.Module):
         spatial = self._spatial_gates(attended)
         return [torch.addcmul(x, a, s).relu_() for x, a, s in zip(features, attended, spatial)]
 
+    def _gate_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The stacked spatial conv (no padding pre-hook: inputs arrive masked)."""
+        conv = self.spatial
+        return F.conv2d(x, conv.weight, conv.bias, padding=conv.padding)
+
     def _spatial_gates(self, attended: list[torch.Tensor]) -> list[torch.Tensor]:
         """Each level's ``(B, 1, H, W)`` sigmoid gate from its channel max and mean."""
+        outputs = [0 if self.shared else i for i in range(len(attended))]
         if is_exporting():
-            return [torch.sigmoid(self.spatial(channel_max_and_mean(a))) for a in attended]
+            return [
+                torch.sigmoid(self._gate_logits(mask_padding(channel_max_and_mean(a)))[:, k : k + 1])
+                for a, k in zip(attended, outputs)
+            ]
         batch, heights = attended[0].shape[0], [a.shape[2] for a in attended]
         widths = [a.shape[3] for a in attended]
         starts = [sum(widths[:i]) + i * self.gap for i in range(len(attended))]
@@ -339,8 +352,10 @@ class FusedSharedCBAM(nn.Module):
             region = canvas[:, :, : a.shape[2], start : start + a.shape[3]]
             torch.amax(a, dim=1, keepdim=True, out=region[:, :1])
             torch.mean(a, dim=1, keepdim=True, out=region[:, 1:])
-            if masked:  # what the conv's padding pre-hook does to each level's input
+            if masked:  # what each spatial conv's padding pre-hook does to its level's input
                 region.copy_(mask_padding(region))
-        conv = self.spatial
-        gate = torch.sigmoid(F.conv2d(canvas, conv.weight, conv.bias, conv.stride, conv.padding))
-        return [gate[:, :, : a.shape[2], start : start + a.shape[3]] for a, start in zip(attended, starts)]
+        gate = torch.sigmoid(self._gate_logits(canvas))
+        return [
+            gate[:, k : k + 1, : a.shape[2], start : start + a.shape[3]]
+            for a, k, start in zip(attended, outputs, starts)
+        ]
