@@ -149,6 +149,13 @@ def test_fused_cbam_equals_the_levels_run_one_by_one(kind):
         for x, y in zip(reference, outputs):
             torch.testing.assert_close(y, x, rtol=0, atol=1e-5)
     assert worst(tuple(expected), tuple(expected_padded)) > 1e-3  # the padding mask mattered
+    fused.requires_grad_(True)  # outside no_grad / inference_mode: same values, gradients flow
+    levels[0].requires_grad_(True)
+    outputs = fused(levels)
+    sum(out.sum() for out in outputs).backward()
+    for x, y in zip(expected, outputs):
+        torch.testing.assert_close(y.detach(), x, rtol=0, atol=1e-5)
+    assert levels[0].grad is not None and fused.spatial.weight.grad is not None
     with pytest.raises(ValueError, match="fold each spatial gate's batch norm"):
         FusedCBAM(cbam)
 

@@ -350,8 +350,11 @@ class FusedCBAM(nn.Module):
         masked = active_region() is not None
         for a, start in zip(attended, starts):
             region = canvas[:, :, : a.shape[2], start : start + a.shape[3]]
-            torch.amax(a, dim=1, keepdim=True, out=region[:, :1])
-            torch.mean(a, dim=1, keepdim=True, out=region[:, 1:])
+            if a.requires_grad:  # out= does not record gradients
+                region.copy_(channel_max_and_mean(a))
+            else:
+                torch.amax(a, dim=1, keepdim=True, out=region[:, :1])
+                torch.mean(a, dim=1, keepdim=True, out=region[:, 1:])
             if masked:  # what each spatial conv's padding pre-hook does to its level's input
                 region.copy_(mask_padding(region))
         gate = torch.sigmoid(self._gate_logits(canvas))
