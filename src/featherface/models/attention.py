@@ -60,11 +60,18 @@ class SpatialGate(nn.Module):
         return x * self.gate(x)
 
 
+def gated_residual(x: torch.Tensor, attended: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """``relu(x + attended · gate)``: the residual add + ReLU that FeatherFace wraps around each
+    CBAM block (``attended`` the channel-gated ``x``, ``gate`` its ``(B, 1, H, W)`` spatial gate),
+    as one multiply-add and an in-place ReLU."""
+    return torch.addcmul(x, attended, gate).relu_()
+
+
 def attend(x: torch.Tensor, channel_gate: ChannelGate, spatial_gate: SpatialGate) -> torch.Tensor:
-    """``relu(x + spatial_gate(channel_gate(x)))``: a CBAM block with the residual add + ReLU that
-    FeatherFace wraps around each, as one multiply-add and an in-place ReLU."""
+    """``relu(x + spatial_gate(channel_gate(x)))``: a CBAM block with its residual add + ReLU
+    (see :func:`gated_residual`)."""
     attended = channel_gate(x)
-    return torch.addcmul(x, attended, spatial_gate.gate(attended)).relu_()
+    return gated_residual(x, attended, spatial_gate.gate(attended))
 
 
 class CBAM(nn.Module):

@@ -8,7 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from featherface.models.attention import PerLevelCBAM, SharedCBAM, channel_max_and_mean, global_pools
+from featherface.models.attention import (
+    PerLevelCBAM,
+    SharedCBAM,
+    channel_max_and_mean,
+    gated_residual,
+    global_pools,
+)
 from featherface.models.dcn import (
     PLAN_CHANNELS,
     SamplingGrid,
@@ -328,7 +334,7 @@ class FusedCBAM(nn.Module):
         gates = torch.sigmoid(logits).split(self.channels, dim=1)
         attended = [x * gate[:, :, None, None] for x, gate in zip(features, gates)]
         spatial = self._spatial_gates(attended)
-        return [torch.addcmul(x, a, s).relu_() for x, a, s in zip(features, attended, spatial)]
+        return [gated_residual(x, a, s) for x, a, s in zip(features, attended, spatial)]
 
     def _gate_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The stacked spatial conv (no padding pre-hook: inputs arrive masked)."""
