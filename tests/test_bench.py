@@ -104,6 +104,7 @@ def test_cli_benchmark_writes_json(tmp_path, v1_checkpoint, capsys):
     payload = json.loads(out.read_text())
     names = {(r["name"], r["backend"]) for r in payload["results"]}
     assert ("FeatherFace-V1 original", "pytorch") in names and ("FeatherFace-V2", "onnxruntime") in names
+    assert ("FeatherFace-V1 fast", "torch.compile") in names and ("FeatherFace-V2", "torch.compile") in names
     assert payload["machine"]["cores"] >= 1 and "128×96" in capsys.readouterr().out
 
 

@@ -1,5 +1,6 @@
 """featherface: lightweight face detectors for PyTorch — get, run, evaluate, distill, deploy."""
 
+from featherface.compiled import compile_model
 from featherface.detector import FaceDetector
 from featherface.factory import create_model, featherface_v1, featherface_v2
 from featherface.models import get_model_cfg, list_models, register_model
@@ -12,6 +13,7 @@ __all__ = [
     "FaceDetector",
     "Faces",
     "__version__",
+    "compile_model",
     "create_model",
     "distill",
     "featherface_v1",

@@ -28,6 +28,8 @@ import torch
 Runner = Callable[[], object]
 #: ``(height, width)`` of the benchmark rows.
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((480, 640), (240, 320))
+#: Backend name of PyTorch rows run through ``torch.compile``; timed in turn with the eager rows.
+COMPILED = "torch.compile"
 PEER_FILES = {
     "YuNet-n": "yunet_n_dynamic.onnx",
     "RetinaFace-mnet0.25": "retinaface_mbnet0.25.onnx",
@@ -211,9 +213,10 @@ def onnx_export_path(onnx_dir: str | os.PathLike, arch: str, weights_sha256: str
 
 
 def featherface_candidates(
-    checkpoint: str | os.PathLike | None, onnx_dir: str | os.PathLike
+    checkpoint: str | os.PathLike | None, onnx_dir: str | os.PathLike, compiled: bool = True
 ) -> list[Candidate]:
-    """V1 original-style, V1 fast and V2, in PyTorch eager and (fast / V2) through ONNX Runtime.
+    """V1 original-style, V1 fast and V2, in PyTorch eager and (fast / V2) through ``torch.compile``
+    (unless ``compiled`` is false) and ONNX Runtime.
 
     ``checkpoint`` loads V1's weights (the pretrained ones when ``None``); V2 runs with its
     shipped pretrained weights (trained weights, not an initialisation: activations and their
@@ -221,6 +224,7 @@ def featherface_candidates(
     featherface version and weights (see :func:`onnx_export_path`); models are built only when a
     candidate is built.
     """
+    from featherface.compiled import compile_model
     from featherface.export import export_onnx
     from featherface.factory import create_model
     from featherface.models.deform import set_deform_impl
@@ -242,7 +246,7 @@ def featherface_candidates(
     for name, factory in (("v1", v1), ("v2", v2)):
         if not paths[name].is_file():
             export_onnx(factory(), paths[name], dynamic=True)
-    return [
+    candidates = [
         Candidate(
             "FeatherFace-V1 original",
             "pytorch",
@@ -258,9 +262,22 @@ def featherface_candidates(
         Candidate(
             "FeatherFace-V1 fast", "onnxruntime", _ort_runner(paths["v1"], _bgr_minus_mean), "fused export"
         ),
+        Candidate(
+            "FeatherFace-V1 fast",
+            COMPILED,
+            _torch_runner(lambda: compile_model(v1().fuse())),
+            "as eager, compiled for the input size",
+        ),
         Candidate("FeatherFace-V2", "pytorch", _torch_runner(lambda: v2().fuse()), "fused, channels-last"),
+        Candidate(
+            "FeatherFace-V2",
+            COMPILED,
+            _torch_runner(lambda: compile_model(v2().fuse())),
+            "as eager, compiled for the input size",
+        ),
         Candidate("FeatherFace-V2", "onnxruntime", _ort_runner(paths["v2"], _bgr_minus_mean), "fused export"),
     ]
+    return [c for c in candidates if compiled or c.backend != COMPILED]
 
 
 def time_interleaved(runners: list[Runner], runs: int, warmup: int, blocks: int = 3) -> list[list[float]]:
@@ -286,6 +303,11 @@ def time_interleaved(runners: list[Runner], runs: int, warmup: int, blocks: int 
     return times
 
 
+def _runtime(backend: str) -> str:
+    """The runtime whose threads run ``backend`` (compiled PyTorch rows share eager PyTorch's)."""
+    return "pytorch" if backend == COMPILED else backend
+
+
 def run_benchmark(
     candidates: list[Candidate],
     image: np.ndarray,
@@ -296,17 +318,17 @@ def run_benchmark(
 ) -> list[Result]:
     """Time every candidate at every size; results in candidate order within each size.
 
-    Candidates of one backend are interleaved with each other; backends run one after another
-    (their sessions closed in between), so one runtime's idle worker threads never compete with
-    another's timed call.
+    Candidates of one runtime (eager and compiled PyTorch share one) are interleaved with each
+    other; runtimes run one after another (their sessions closed in between), so one runtime's
+    idle worker threads never compete with another's timed call.
     """
     if runs < 1 or warmup < 0:
         raise ValueError(f"runs must be ≥ 1 and warmup ≥ 0, got runs={runs}, warmup={warmup}")
     results = []
     for size in sizes:
         timed: dict[int, Result] = {}
-        for backend in dict.fromkeys(c.backend for c in candidates):
-            group = [i for i, c in enumerate(candidates) if c.backend == backend]
+        for runtime in dict.fromkeys(_runtime(c.backend) for c in candidates):
+            group = [i for i, c in enumerate(candidates) if _runtime(c.backend) == runtime]
             runners = [candidates[i].build(image, size, threads) for i in group]
             for i, times in zip(group, time_interleaved(runners, runs, warmup)):
                 median, p90 = np.percentile(times, [50, 90])
@@ -354,8 +376,9 @@ def measure_memory(results: list[Result], spec: dict, image_path: str, threads: 
 
 
 def build_candidates(spec: dict) -> list[Candidate]:
-    """Candidates from a spec ``{"checkpoint", "onnx_dir", "peers"}`` (``None`` entries are skipped)."""
-    candidates = featherface_candidates(spec.get("checkpoint"), spec["onnx_dir"])
+    """Candidates from a spec ``{"checkpoint", "onnx_dir", "peers", "compile"}`` (``None`` entries are
+    skipped; ``"compile": False`` leaves out the ``torch.compile`` rows)."""
+    candidates = featherface_candidates(spec.get("checkpoint"), spec["onnx_dir"], spec.get("compile", True))
     if spec.get("peers"):
         candidates += peer_candidates(spec["peers"])
     return candidates

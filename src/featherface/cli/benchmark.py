@@ -27,7 +27,12 @@ def run(args: argparse.Namespace) -> int:
     if image is None:
         raise FileNotFoundError(f"--image {args.image} does not exist or is not an image OpenCV can read")
     torch.set_num_threads(args.threads)
-    spec = {"checkpoint": args.checkpoint, "onnx_dir": str(args.onnx_dir), "peers": args.peers}
+    spec = {
+        "checkpoint": args.checkpoint,
+        "onnx_dir": str(args.onnx_dir),
+        "peers": args.peers,
+        "compile": not args.no_compile,
+    }
     results = bench.run_benchmark(
         bench.build_candidates(spec), image, tuple(args.sizes), args.runs, args.warmup, args.threads
     )
@@ -69,4 +74,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--json", default=None, help="write the results here as JSON")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-model peak-memory processes")
+    parser.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="leave out the torch.compile rows (each compiles once per size: about a minute on 2 cores)",
+    )
     parser.set_defaults(handler=run)
