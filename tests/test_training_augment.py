@@ -21,7 +21,7 @@ from featherface.training.augment import (
     resize,
 )
 from featherface.training.data import Sample, Target, collate
-from featherface.training.mix import BatchMix, cutmix_pair, mixup_pair
+from featherface.training.mix import BatchMix, cutmix_pair, mixup_pair, mosaic_tiles
 
 from .conftest import shared_path
 
@@ -211,6 +211,43 @@ def test_mixup_blends_pixels_and_keeps_both_faces():
     torch.testing.assert_close(image, 0.3 * images[0] + 0.7 * images[1])
     torch.testing.assert_close(target.boxes, torch.cat((targets[0].boxes, targets[1].boxes)))
     torch.testing.assert_close(target.landmarks, torch.cat((targets[0].landmarks, targets[1].landmarks)))
+
+
+def as_sample(image: torch.Tensor, target: Target) -> Sample:
+    pixels = image.permute(1, 2, 0).clamp(0, 255).round().numpy().astype(np.uint8)
+    return Sample(
+        pixels, target.boxes.numpy(), target.landmarks.numpy(), target.has_landmarks.numpy(), True, ""
+    )
+
+
+def test_mosaic_tiles_four_half_size_images_with_their_faces():
+    samples = [PadResize(640)(painted_sample(shift), np.random.default_rng(0)) for shift in (0, 40, 80, 120)]
+    batch = collate(samples)
+    images = batch.images.float()
+    image, target = mosaic_tiles(images, batch.targets)
+    assert image.shape == images.shape[1:] and len(target.boxes) == 4
+    # each quadrant is its image at half size; each face is halved and moved with it
+    for index, (top, left) in enumerate(((0, 0), (0, 320), (320, 0), (320, 320))):
+        expected = torch.nn.functional.avg_pool2d(images[index], 2)
+        torch.testing.assert_close(image[:, top : top + 320, left : left + 320], expected)
+        offset = torch.tensor([left, top], dtype=torch.float32)
+        torch.testing.assert_close(target.boxes[index], batch.targets[index].boxes[0] / 2 + offset.repeat(2))
+        assert_faces_on_pixels(as_sample(image, target), index=index)
+    assert bool(target.has_landmarks.all())
+    with pytest.raises(ValueError, match="takes 4 images"):
+        mosaic_tiles(images[:3], batch.targets[:3])
+
+
+def test_batch_mix_mosaic_replaces_images_and_keeps_their_faces():
+    images, targets, _ = _batch_of_two()
+    mixed, mixed_targets = BatchMix(mosaic=1.0)(images, targets, np.random.default_rng(0))
+    # two images: each mosaic holds itself and its partner twice, so four faces per image
+    assert [len(t.boxes) for t in mixed_targets] == [4, 4]
+    for image, target in zip(mixed, mixed_targets):
+        for index in range(4):
+            assert_faces_on_pixels(as_sample(image, target), index=index)
+    with pytest.raises(ValueError, match="mosaic"):
+        BatchMix(cutmix=0.5, mosaic=0.6)
 
 
 def test_batch_mix_is_seeded_and_validates_probabilities():

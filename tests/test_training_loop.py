@@ -77,6 +77,7 @@ def _distill(teacher, student, dataset, output_dir, resume=None):
         loss_weights={"kd_feat": 1.0},
         mixup=0.3,
         cutmix=0.3,
+        mosaic=0.3,
         dropblock=0.1,
         progress=False,
     )

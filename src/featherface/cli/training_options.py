@@ -58,6 +58,9 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--mixup", type=float, default=0.0, help="per-image MixUp probability (0)")
     run.add_argument("--cutmix", type=float, default=0.0, help="per-image CutMix probability (0)")
     run.add_argument(
+        "--mosaic", type=float, default=0.0, help="per-image probability of a 2×2 half-size mosaic (0)"
+    )
+    run.add_argument(
         "--dropblock", type=float, default=0.0, help="DropBlock probability on neck features (0)"
     )
     run.add_argument(
@@ -138,6 +141,7 @@ def loop_options(args: argparse.Namespace) -> dict[str, object]:
         "seed": args.seed,
         "mixup": args.mixup,
         "cutmix": args.cutmix,
+        "mosaic": args.mosaic,
         "dropblock": args.dropblock,
         "progress": not args.no_progress,
         "save_every": args.save_every,

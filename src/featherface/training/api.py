@@ -54,8 +54,8 @@ def train(
             ``model.safetensors`` + ``config.json`` go; ``None`` writes nothing.
         resume: ``True`` to continue from ``output_dir/checkpoints/last.pt``, or a checkpoint path.
         options: further :class:`~featherface.training.loop.TrainConfig` fields: ``grad_clip`` (10),
-            ``min_lr_ratio`` (0.01), ``ema_decay``, ``seed`` (0), ``mixup`` / ``cutmix`` (per-image
-            probabilities, 0), ``dropblock`` (probability on the neck features, 0),
+            ``min_lr_ratio`` (0.01), ``ema_decay``, ``seed`` (0), ``mixup`` / ``cutmix`` / ``mosaic``
+            (per-image probabilities, 0), ``dropblock`` (probability on the neck features, 0),
             ``dropblock_size`` (3), ``iou_threshold`` (0.35), ``progress`` (True), ``save_every``
             (0: off; N writes the weights, EMA if enabled, to ``epochs/epoch_NNN.safetensors``
             every N epochs, e.g. for a per-epoch evaluation), ``freeze_bn`` (False: True keeps

@@ -70,6 +70,7 @@ class TrainConfig:
     seed: int = 0
     mixup: float = 0.0
     cutmix: float = 0.0
+    mosaic: float = 0.0
     dropblock: float = 0.0
     dropblock_size: int = 3
     iou_threshold: float = IOU_THRESHOLD
@@ -193,7 +194,7 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
         self.ema = ModelEma(self.model, config.ema_decay) if config.ema else None
-        self.mixer = BatchMix(config.mixup, config.cutmix)
+        self.mixer = BatchMix(config.mixup, config.cutmix, mosaic=config.mosaic)
         self.mean = torch.tensor(input_cfg.mean, device=self.device).view(1, 3, 1, 1)
         self.epoch = 0
         self.global_step = 0

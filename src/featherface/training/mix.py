@@ -1,9 +1,10 @@
-"""MixUp and CutMix between the images of a batch, with their faces."""
+"""MixUp, CutMix and Mosaic between the images of a batch, with their faces."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from featherface.training.data import Target
 
@@ -58,24 +59,61 @@ def cutmix_pair(
     return image, _concat(a, b)
 
 
+def mosaic_tiles(images: torch.Tensor, targets: list[Target]) -> tuple[torch.Tensor, Target]:
+    """Four ``(3, H, W)`` images, each shrunk to half size (area average), as the 2×2 tiles of one
+    ``(3, H, W)`` image: first top left, then top right, bottom left, bottom right. Every face
+    keeps its landmarks, scaled and moved with its tile."""
+    if len(images) != 4 or len(targets) != 4:
+        raise ValueError(f"a mosaic takes 4 images and 4 targets, got {len(images)} and {len(targets)}")
+    height, width = images.shape[-2:]
+    half_h, half_w = height // 2, width // 2
+    tiles = F.interpolate(images, size=(half_h, half_w), mode="area")
+    image = images.new_zeros(images.shape[1:])
+    parts = []
+    for index, (tile, target) in enumerate(zip(tiles, targets)):
+        top, left = (index // 2) * half_h, (index % 2) * half_w
+        image[:, top : top + half_h, left : left + half_w] = tile
+        scale = target.boxes.new_tensor([half_w / width, half_h / height])
+        offset = target.boxes.new_tensor([left, top])
+        parts.append(
+            Target(
+                target.boxes * scale.repeat(2) + offset.repeat(2),
+                target.landmarks * scale + offset,
+                target.has_landmarks,
+                target.labeled,
+            )
+        )
+    combined = parts[0]
+    for part in parts[1:]:
+        combined = _concat(combined, part)
+    return image, combined
+
+
 class BatchMix:
     """Per image, with probability ``mixup`` blend it with a partner from the same batch
-    (``lam ~ Beta(beta, beta)``), or with probability ``cutmix`` paste a random rectangle of the
-    partner (area fraction ``~ U(0, 1)``). Image ``i`` pairs with ``(i + shift) mod B`` for a random
-    ``shift`` in ``[1, B)``, never with itself."""
+    (``lam ~ Beta(beta, beta)``), with probability ``cutmix`` paste a random rectangle of the
+    partner (area fraction ``~ U(0, 1)``), or with probability ``mosaic`` replace it by the 2×2
+    :func:`mosaic_tiles` of itself and three partners at half size (faces halved: more small faces,
+    in new company). Image ``i`` pairs with ``(i + k·shift) mod B`` (``k`` = 1, 2, 3) for a random
+    ``shift`` in ``[1, B)``: never with itself for MixUp and CutMix; a mosaic of a batch of fewer
+    than 4 images repeats images."""
 
-    def __init__(self, mixup: float = 0.0, cutmix: float = 0.0, beta: float = 1.5) -> None:
-        if mixup < 0 or cutmix < 0 or mixup + cutmix > 1:
+    def __init__(
+        self, mixup: float = 0.0, cutmix: float = 0.0, beta: float = 1.5, mosaic: float = 0.0
+    ) -> None:
+        if mixup < 0 or cutmix < 0 or mosaic < 0 or mixup + cutmix + mosaic > 1:
             raise ValueError(
-                f"mixup ({mixup}) and cutmix ({cutmix}) are probabilities whose sum is at most 1"
+                f"mixup ({mixup}), cutmix ({cutmix}) and mosaic ({mosaic}) are probabilities whose sum "
+                "is at most 1"
             )
         self.mixup = mixup
         self.cutmix = cutmix
+        self.mosaic = mosaic
         self.beta = beta
 
     @property
     def enabled(self) -> bool:
-        return self.mixup > 0 or self.cutmix > 0
+        return self.mixup > 0 or self.cutmix > 0 or self.mosaic > 0
 
     def __call__(
         self, images: torch.Tensor, targets: list[Target], rng: np.random.Generator
@@ -90,7 +128,11 @@ class BatchMix:
         for i in range(count):
             j = (i + shift) % count
             draw = rng.random()
+            if draw >= self.mixup + self.cutmix + self.mosaic:
+                continue
             if draw >= self.mixup + self.cutmix:
+                members = [(i + k * shift) % count for k in range(4)]
+                mixed[i], mixed_targets[i] = mosaic_tiles(images[members], [targets[m] for m in members])
                 continue
             if draw < self.mixup:
                 lam = float(rng.beta(self.beta, self.beta))
