@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -83,10 +85,7 @@ def mosaic_tiles(images: torch.Tensor, targets: list[Target]) -> tuple[torch.Ten
                 target.labeled,
             )
         )
-    combined = parts[0]
-    for part in parts[1:]:
-        combined = _concat(combined, part)
-    return image, combined
+    return image, functools.reduce(_concat, parts)
 
 
 class BatchMix:
@@ -95,8 +94,9 @@ class BatchMix:
     partner (area fraction ``~ U(0, 1)``), or with probability ``mosaic`` replace it by the 2×2
     :func:`mosaic_tiles` of itself and three partners at half size (faces halved: more small faces,
     in new company). Image ``i`` pairs with ``(i + k·shift) mod B`` (``k`` = 1, 2, 3) for a random
-    ``shift`` in ``[1, B)``: never with itself for MixUp and CutMix; a mosaic of a batch of fewer
-    than 4 images repeats images."""
+    ``shift`` in ``[1, B)``: never with itself for MixUp and CutMix; a mosaic repeats an image
+    where ``2·shift`` or ``3·shift`` is a multiple of ``B`` (a batch of fewer than 4 images, or
+    ``shift = B/2``)."""
 
     def __init__(
         self, mixup: float = 0.0, cutmix: float = 0.0, beta: float = 1.5, mosaic: float = 0.0
