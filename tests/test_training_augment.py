@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from featherface.training.augment import (
+    BLANK_DARK_MAX,
     FLIP_LANDMARK_ORDER,
     INTERPOLATIONS,
     PadResize,
@@ -172,6 +173,37 @@ def test_whole_image_shrinks_faces_to_the_long_side_and_keeps_them_on_their_pixe
         np.testing.assert_array_equal(plain(sample, np.random.default_rng(seed)).image, expected.image)
     with pytest.raises(ValueError, match=r"whole_image is a probability in \[0, 1\], got 1.5"):
         TrainAugment(320, whole_image=1.5)
+
+
+def test_blank_frames_replace_images_by_faceless_uniform_frames():
+    sample = painted_sample()
+    blank = TrainAugment(320, blank=1.0)
+    dark = colour = 0
+    for seed in range(40):
+        out = blank(sample, np.random.default_rng(seed))
+        assert out.image.shape == (320, 320, 3) and out.image.dtype == np.uint8
+        assert len(out.boxes) == len(out.landmarks) == len(out.has_landmarks) == 0 and out.labeled
+        level = np.median(out.image.reshape(-1, 3), axis=0)
+        # one colour plus sensor noise of σ ≤ 4: 99.9% of the pixels lie within 4σ of it
+        assert np.quantile(np.abs(out.image - level).max(axis=2), 0.999) <= 16
+        gray = level[0] == level[1] == level[2]
+        dark += gray and level[0] <= BLANK_DARK_MAX
+        colour += not (gray and level[0] <= BLANK_DARK_MAX)
+    assert 10 <= dark <= 30 and dark + colour == 40
+    # with probability p about a p share of the images is blank, the others augmented as before
+    some = TrainAugment(320, blank=0.25)
+    faceless = sum(len(some(sample, np.random.default_rng(seed)).boxes) == 0 for seed in range(200))
+    assert 30 <= faceless <= 70
+    # at 0 no extra random number is drawn: the stream of runs without blank frames is unchanged
+    plain = TrainAugment(320, distort=False, flip=0.0, blank=0.0)
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        cropped = random_square_crop(sample, rng)
+        rng.random()
+        expected = resize(pad_to_square(cropped), 320, int(rng.choice(INTERPOLATIONS)))
+        np.testing.assert_array_equal(plain(sample, np.random.default_rng(seed)).image, expected.image)
+    with pytest.raises(ValueError, match=r"blank is a probability in \[0, 1\], got -0.1"):
+        TrainAugment(320, blank=-0.1)
 
 
 def _batch_of_two() -> tuple[torch.Tensor, list[Target], list[Sample]]:

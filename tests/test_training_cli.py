@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from featherface import create_model
-from featherface.cli import main
+from featherface.cli import build_parser, main
+from featherface.cli.training_options import build_loader
 from featherface.models import registry
 from featherface.models.registry import get_model_cfg
 from featherface.training.logs import read_log
@@ -50,6 +51,8 @@ def test_train_then_resume_for_more_epochs(tmp_path, capsys):
     ]
     assert main([*args, "--epochs", "1", "--whole-image", "1.5"]) == 2
     assert "whole_image is a probability in [0, 1], got 1.5" in capsys.readouterr().err
+    assert main([*args, "--epochs", "1", "--blank", "0.1"]) == 2
+    assert "--blank needs a teacher" in capsys.readouterr().err
     assert main([*args, "--epochs", "1", "--face-balance", "2"]) == 2
     assert "face_balance must lie in [0, 1], got 2.0" in capsys.readouterr().err
     assert main([*args, "--epochs", "1"]) == 0
@@ -81,6 +84,17 @@ def test_cli_errors_say_what_to_do(tmp_path, capsys, unweighted_arch):
     with pytest.raises(SystemExit):
         main(["train", "--model", "featherface_v2", *common, "--loss-weight", "box=1"])
     assert "NAME one of loc, cls, landm" in capsys.readouterr().err
+
+
+def test_augmentation_options_reach_the_training_transform(tmp_path):
+    images = str(shared_path("data", "dlib_faces"))
+    command = ["distill", "--teacher", "featherface_v1", "--student", "featherface_v2", "--images", images]
+    command += ["--epochs", "1", "--workers", "0", "--output", str(tmp_path), "--image-size", "96"]
+    args = build_parser().parse_args([*command, "--blank", "1", "--whole-image", "0.25"])
+    dataset = build_loader(args).dataset
+    assert (dataset.transform.blank, dataset.transform.whole_image) == (1.0, 0.25)
+    sample = dataset[0]
+    assert sample.image.shape == (96, 96, 3) and len(sample.boxes) == 0 and sample.labeled
 
 
 def test_distill_v1_into_v2_on_unlabelled_photos(tmp_path, v1_checkpoint):

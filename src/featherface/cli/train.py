@@ -17,6 +17,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             "train needs --labels (label.txt or wider_face_*_bbx_gt.txt); unlabelled images need distill"
         )
+    if args.blank:
+        raise ValueError(
+            "--blank needs a teacher: a faceless frame has no positive priors, and the ground-truth "
+            "loss mines negatives per positive, so only distillation learns from it (use distill)"
+        )
     seed_everything(args.seed)
     model = create_model(args.model, checkpoint_path=args.checkpoint)
     if args.init_body:

@@ -46,6 +46,14 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
         help="probability of training on the whole image padded to a square instead of a random crop: "
         "faces as small as in full-size photos (0)",
     )
+    data.add_argument(
+        "--blank",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability of replacing an image by a faceless black, dark or one-colour frame; they "
+        "teach through the distillation terms, so distill only (0)",
+    )
     run = parser.add_argument_group("schedule")
     run.add_argument("--epochs", type=int, required=True)
     run.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (1e-3)")
@@ -114,7 +122,7 @@ def build_loader(args: argparse.Namespace) -> DataLoader:
     transform = (
         PadResize(args.image_size)
         if args.no_augment
-        else TrainAugment(args.image_size, whole_image=args.whole_image)
+        else TrainAugment(args.image_size, whole_image=args.whole_image, blank=args.blank)
     )
     dataset: FaceDataset
     if args.labels:

@@ -127,6 +127,36 @@ def resize(sample: Sample, size: int, interpolation: int = cv2.INTER_LINEAR) -> 
     )
 
 
+#: Brightest grey level of a :func:`blank_frame` drawn as black: dark video frames and lens-cap shots.
+BLANK_DARK_MAX = 16
+
+
+def blank_frame(sample: Sample, size: int, rng: np.random.Generator) -> Sample:
+    """A ``size × size`` frame without faces in place of ``sample``: one uniform grey level in
+    ``[0, BLANK_DARK_MAX]`` (a black or dark frame) half of the time, otherwise one uniform random
+    colour, with Gaussian sensor noise (σ up to 4 grey levels) half of the time.
+
+    Such frames never occur in face datasets, yet a detector meets them in video (fades, a covered
+    lens); trained on them it learns to find no face there. The frame is labelled (it has no faces,
+    known for certain), so a teacher's labels are not needed for it.
+    """
+    if rng.random() < 0.5:
+        colour = np.full(3, rng.integers(0, BLANK_DARK_MAX + 1), np.float32)
+    else:
+        colour = rng.integers(0, 256, 3).astype(np.float32)
+    image = np.broadcast_to(colour, (size, size, 3))
+    if rng.random() < 0.5:
+        image = image + rng.normal(0.0, rng.uniform(0.0, 4.0), (size, size, 3))
+    return Sample(
+        image=np.clip(np.rint(image), 0, 255).astype(np.uint8),
+        boxes=np.zeros((0, 4), np.float32),
+        landmarks=np.zeros((0, 5, 2), np.float32),
+        has_landmarks=np.zeros(0, bool),
+        labeled=True,
+        path=sample.path,
+    )
+
+
 class TrainAugment:
     """The RetinaFace training pipeline: random square crop → photometric distortion → horizontal
     flip → pad to square (if not cropped) → resize to ``image_size`` with a random interpolation.
@@ -136,8 +166,9 @@ class TrainAugment:
     teacher nothing to label. With probability ``whole_image`` an image is not cropped either: the
     whole image, padded to a square, shrinks its faces by ``image_size / long side`` (0.625 for a
     1024-pixel WIDER FACE image at 640) where a crop enlarges them by up to 3×, so training sees
-    faces as small as full-size photos hold. Faces smaller than ``min_face`` pixels (either side)
-    at the training size are dropped.
+    faces as small as full-size photos hold. With probability ``blank`` the image is replaced by a
+    faceless :func:`blank_frame` (black, dark or one colour). Faces smaller than ``min_face`` pixels
+    (either side) at the training size are dropped.
     """
 
     def __init__(
@@ -150,11 +181,13 @@ class TrainAugment:
         flip: float = 0.5,
         min_face: float = 1.0,
         whole_image: float = 0.0,
+        blank: float = 0.0,
     ) -> None:
         if image_size < 32:
             raise ValueError(f"image_size must be at least 32 pixels, got {image_size}")
-        if not 0.0 <= whole_image <= 1.0:
-            raise ValueError(f"whole_image is a probability in [0, 1], got {whole_image}")
+        for name, probability in (("whole_image", whole_image), ("blank", blank)):
+            if not 0.0 <= probability <= 1.0:
+                raise ValueError(f"{name} is a probability in [0, 1], got {probability}")
         self.image_size = image_size
         self.crop = crop
         self.crop_unlabeled = crop_unlabeled
@@ -162,9 +195,12 @@ class TrainAugment:
         self.flip = flip
         self.min_face = min_face
         self.whole_image = whole_image
+        self.blank = blank
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        # no draw at probability 0, so runs without whole images keep their random streams
+        # no draw at probability 0, so runs without blank frames or whole images keep their random streams
+        if self.blank > 0 and rng.random() < self.blank:
+            return blank_frame(sample, self.image_size, rng)
         whole = self.whole_image > 0 and rng.random() < self.whole_image
         if self.crop and (sample.labeled or self.crop_unlabeled) and not whole:
             sample = random_square_crop(sample, rng)
