@@ -157,34 +157,23 @@ def test_save_every_writes_the_weights_of_those_epochs(tmp_path):
         train(featherface_v2(), loader, epochs=1, save_every=-1)
 
 
-def _max_face_probability(model: nn.Module, image: torch.Tensor) -> float:
-    with torch.no_grad():
-        return float(model.eval()(image)[1].softmax(-1)[..., 1].max())
-
-
-def test_distilling_on_blank_frames_lowers_face_scores_on_a_black_frame(teacher, tmp_path):
-    # the shipped V2 once scored a face at 0.58 on an all-black 640×480 frame (V1 at most 0.14)
-    student = create_model("featherface_v2", pretrained=True)
-    black = torch.full((1, 3, 480, 640), 0.0) - torch.tensor([104.0, 117.0, 123.0])[None, :, None, None]
-    before = _max_face_probability(student, black)
+def test_blank_frames_teach_only_through_the_distillation_terms(teacher, tmp_path):
     labels = read_retinaface_labels(shared_path("data", "widerface_train1000", "label.txt"))[:4]
     frames = LabeledFaceDataset(labels, TrainAugment(IMAGE_SIZE, blank=1.0), seed=0)
     history = distill(
         teacher,
-        student,
+        _student(),
         make_loader(frames, 2, seed=0),
-        epochs=2,
-        lr=1e-3,
-        warmup_epochs=0,
+        epochs=1,
         kd_cls_norm="balanced",
         freeze_bn=True,
+        loss_weights={"kd_feat": 1.0},
         output_dir=tmp_path,
         progress=False,
     )
-    assert all(np.isfinite(r["loss"]) and r["kd_cls"] > 0 for r in history)
-    assert history[0]["loc"] == 0 and history[0]["landm"] == 0  # no face: no box or landmark target
-    after = _max_face_probability(student, black)
-    assert after < before - 0.1, (before, after)
+    # no face: no positive prior, so no box or landmark target and no mined negative
+    assert history[0]["loc"] == history[0]["landm"] == history[0]["cls"] == 0
+    assert history[0]["kd_cls"] > 0 and history[0]["kd_feat"] > 0 and np.isfinite(history[0]["loss"])
 
 
 def test_unlabelled_images_need_a_teacher():

@@ -253,16 +253,16 @@ FEATHERFACE_V2_WIDERFACE_KD = WeightsCfg(
     num_params=261_626,
     license="MIT",
     source="featherface: distilled from featherface_v1.widerface on 999 WIDER FACE train images "
-    "(recipes/featherface_v2_widerface_kd.sh, stages 1 to 6; see docs/training.md)",
+    "(recipes/featherface_v2_widerface_kd.sh, stages 1 to 7; see docs/training.md)",
     hf_hub_id="featherface/featherface-v2-widerface-kd",
     revision="v0.1.0",
-    sha256="581d13050ef7a8c9b3ee6146004f3702d61eaabf5db18a36c2a2d5e2efdf0292",
+    sha256="3cdaab78c4ae0ebb97901753ec0c1e663b94d5ce8a1c480a054c2d83da078d0c",
     package_file="pretrained/featherface_v2_widerface_kd.safetensors",
     metrics={
         "widerface_val_dev": {
-            "easy": 0.8673,
-            "medium": 0.8433,
-            "hard": 0.6551,
+            "easy": 0.8678,
+            "medium": 0.8428,
+            "hard": 0.6547,
             "protocol": WIDERFACE_DEV_PROTOCOL,
         },
     },
