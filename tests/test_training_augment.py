@@ -150,6 +150,17 @@ def test_training_pipeline_keeps_faces_on_their_pixels_for_many_seeds():
     np.testing.assert_array_equal(again.image, augment(painted_sample(), np.random.default_rng(7)).image)
 
 
+def assert_same_stream_as_crop_flip_resize(augment: TrainAugment, sample: Sample) -> None:
+    """``augment`` (no distortion, no flip) draws exactly what crop, flip and resize draw: an option
+    at probability 0 takes no random number, so runs without it keep their random streams."""
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        cropped = random_square_crop(sample, rng)
+        rng.random()
+        expected = resize(pad_to_square(cropped), augment.image_size, int(rng.choice(INTERPOLATIONS)))
+        np.testing.assert_array_equal(augment(sample, np.random.default_rng(seed)).image, expected.image)
+
+
 def test_whole_image_shrinks_faces_to_the_long_side_and_keeps_them_on_their_pixels():
     # the painted photo is 500×332: a whole image at 320 scales every coordinate by 320 / 500
     sample = painted_sample()
@@ -164,13 +175,9 @@ def test_whole_image_shrinks_faces_to_the_long_side_and_keeps_them_on_their_pixe
     shrunk = sum(np.allclose(w, np.array(BOX[2:]) * 320 / 500) for w in widths)
     assert 40 <= shrunk <= 80
     # at 0 no extra random number is drawn: crop, flip draw, interpolation as before the option existed
-    plain = TrainAugment(320, distort=False, flip=0.0, whole_image=0.0)
-    for seed in range(3):
-        rng = np.random.default_rng(seed)
-        cropped = random_square_crop(sample, rng)
-        rng.random()
-        expected = resize(pad_to_square(cropped), 320, int(rng.choice(INTERPOLATIONS)))
-        np.testing.assert_array_equal(plain(sample, np.random.default_rng(seed)).image, expected.image)
+    assert_same_stream_as_crop_flip_resize(
+        TrainAugment(320, distort=False, flip=0.0, whole_image=0.0), sample
+    )
     with pytest.raises(ValueError, match=r"whole_image is a probability in \[0, 1\], got 1.5"):
         TrainAugment(320, whole_image=1.5)
 
@@ -195,13 +202,7 @@ def test_blank_frames_replace_images_by_faceless_uniform_frames():
     faceless = sum(len(some(sample, np.random.default_rng(seed)).boxes) == 0 for seed in range(200))
     assert 30 <= faceless <= 70
     # at 0 no extra random number is drawn: the stream of runs without blank frames is unchanged
-    plain = TrainAugment(320, distort=False, flip=0.0, blank=0.0)
-    for seed in range(3):
-        rng = np.random.default_rng(seed)
-        cropped = random_square_crop(sample, rng)
-        rng.random()
-        expected = resize(pad_to_square(cropped), 320, int(rng.choice(INTERPOLATIONS)))
-        np.testing.assert_array_equal(plain(sample, np.random.default_rng(seed)).image, expected.image)
+    assert_same_stream_as_crop_flip_resize(TrainAugment(320, distort=False, flip=0.0, blank=0.0), sample)
     with pytest.raises(ValueError, match=r"blank is a probability in \[0, 1\], got -0.1"):
         TrainAugment(320, blank=-0.1)
 
