@@ -1,13 +1,14 @@
 """Face sizes at the original image size and after the training augmentation; recall by face size.
 
     python recipes/face_sizes.py [--labels LABEL.txt] [--images DIR] [--image-size 640]
-        [--whole-image 0 0.2 ...] [--repeats 3] [--every K] [--json OUT.json]
+        [--whole-image 0 0.2 ...] [--crop-scales S,S,...] [--repeats 3] [--every K] [--json OUT.json]
         [--face-balance 0 0.5 1] [--model NAME[=CHECKPOINT] ...] [--score 0.2 0.5]
 
 Counts faces by side ``sqrt(w·h)`` in pixels: once at the images' original size (how a detector
 meets them at test time) and, per ``--whole-image`` probability, after ``TrainAugment``'s geometry
 (crop or whole image, pad, resize; no colour changes or flips, which do not move sizes) drawn
-``--repeats`` times per image. Prints each row's share of faces per size bin and faces per image.
+``--repeats`` times per image, with the crop sides ``--crop-scales`` (RetinaFace's by default).
+Prints each row's share of faces per size bin and faces per image.
 For the augmented faces it also matches them to the priors of a training image and prints, per
 ``--face-balance`` G, each size bin's share of the positive priors' weight in the ground-truth
 loss (a face with n positive priors weighs n^(1 − G)). With ``--model``, also runs each detector
@@ -29,9 +30,10 @@ import torch
 import torchvision
 
 from featherface import FaceDetector
+from featherface.cli.training_options import parse_crop_scales
 from featherface.eval.predict import WIDERFACE_DETECTOR_SETTINGS
 from featherface.priors import prior_boxes
-from featherface.training.augment import TrainAugment
+from featherface.training.augment import CROP_SCALES, TrainAugment
 from featherface.training.data import Sample
 from featherface.training.labels import ImageLabels, read_labels
 from featherface.training.matching import match_priors
@@ -79,13 +81,17 @@ def measure(
     whole_image: list[float],
     repeats: int,
     face_balance: tuple[float, ...] = (),
+    crop_scales: tuple[float, ...] = CROP_SCALES,
 ) -> dict[str, dict[str, object]]:
     """Rows ``"original"`` and ``"whole_image=P"`` of :func:`histogram` results; augmented rows
     also hold ``loss_weight`` (per ``face_balance`` G, :func:`loss_weight_shares`)."""
     original, augmented = [], {p: [] for p in whole_image}
     matched = {p: [] for p in whole_image}
     priors = prior_boxes(image_size, image_size)
-    augments = {p: TrainAugment(image_size, distort=False, flip=0.0, whole_image=p) for p in whole_image}
+    augments = {
+        p: TrainAugment(image_size, distort=False, flip=0.0, whole_image=p, crop_scales=crop_scales)
+        for p in whole_image
+    }
     for index, entry in enumerate(entries):
         image = cv2.imread(str(entry.path))
         if image is None:
@@ -166,6 +172,13 @@ def main() -> None:
     parser.add_argument("--images", type=Path, default=SHARED / "images")
     parser.add_argument("--image-size", type=int, default=640)
     parser.add_argument("--whole-image", type=float, nargs="+", default=[0.0, 0.2, 0.4])
+    parser.add_argument(
+        "--crop-scales",
+        type=parse_crop_scales,
+        default=CROP_SCALES,
+        metavar="S,S,...",
+        help="crop sides as fractions of the short side; above 1 zooms out (RetinaFace's by default)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="augmented draws per image (3)")
     parser.add_argument("--every", type=int, default=1, help="only every K-th image (1: all)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
@@ -187,7 +200,9 @@ def main() -> None:
     parser.add_argument("--score", type=float, nargs="+", default=[0.2, 0.5], help="recall thresholds")
     args = parser.parse_args()
     entries = read_labels(args.labels, args.images)[:: args.every]
-    rows = measure(entries, args.image_size, args.whole_image, args.repeats, tuple(args.face_balance))
+    rows = measure(
+        entries, args.image_size, args.whole_image, args.repeats, tuple(args.face_balance), args.crop_scales
+    )
     edges = [*BIN_EDGES, None]
     header = [f"{lo}–{hi}" if hi is not None else f"≥{lo}" for lo, hi in pairwise(edges)]
     cells = {

@@ -12,6 +12,7 @@ from featherface.training.augment import (
     BLANK_DARK_MAX,
     FLIP_LANDMARK_ORDER,
     INTERPOLATIONS,
+    MEAN_BGR,
     PadResize,
     TrainAugment,
     crop,
@@ -99,6 +100,67 @@ def test_random_square_crop_keeps_the_face_whole_and_on_its_pixels():
         sides.add(height)
         assert_faces_on_pixels(out)
     assert len(sides) >= 3
+
+
+def test_zoom_out_crop_pads_with_the_mean_colour_and_keeps_faces_on_their_pixels():
+    sample = painted_sample()  # 500 × 332
+    zoomed = crop(sample, -40, -100, 600)
+    assert zoomed.image.shape == (600, 600, 3)
+    np.testing.assert_array_equal(zoomed.boxes, [[190, 200, 290, 300]])
+    assert_faces_on_pixels(zoomed)
+    np.testing.assert_array_equal(zoomed.image[:100, :], np.broadcast_to(MEAN_BGR, (100, 600, 3)))
+    np.testing.assert_array_equal(zoomed.image[:, :40], np.broadcast_to(MEAN_BGR, (600, 40, 3)))
+    np.testing.assert_array_equal(zoomed.image[432:, :], np.broadcast_to(MEAN_BGR, (168, 600, 3)))
+    np.testing.assert_array_equal(zoomed.image[100:432, 40:540], sample.image)
+    # built at 300 pixels directly: the crop resized by ½, without the 600-pixel canvas
+    small = crop(sample, -40, -100, 600, max_side=300)
+    assert small.image.shape == (300, 300, 3)
+    np.testing.assert_allclose(small.boxes, zoomed.boxes / 2, atol=0.01)
+    np.testing.assert_allclose(small.landmarks, zoomed.landmarks / 2, atol=0.01)
+    assert_faces_on_pixels(small)
+    resized = resize(zoomed, 300, cv2.INTER_AREA)
+    assert np.abs(small.image.astype(int) - resized.image.astype(int)).mean() < 2
+    # an odd factor: the image's part lands on whole pixels and coordinates follow it exactly
+    odd = crop(sample, -77, -211, 700, max_side=333)
+    assert odd.image.shape == (333, 333, 3)
+    assert_faces_on_pixels(odd)
+    # a square that fits inside the image is cut at full size whatever max_side says
+    np.testing.assert_array_equal(
+        crop(sample, 120, 60, 200, max_side=50).image, crop(sample, 120, 60, 200).image
+    )
+
+
+def test_random_square_crop_zooms_out_with_scales_above_one():
+    sample = painted_sample()
+    sides = set()
+    for seed in range(20):
+        out = random_square_crop(sample, np.random.default_rng(seed), scales=(1.5, 2.0))
+        side = out.image.shape[0]
+        assert out.image.shape == (side, side, 3) and side in {int(1.5 * 332), int(2.0 * 332)}
+        sides.add(side)
+        assert_faces_on_pixels(out)
+        # the whole image is inside: every row and column of the 500 × 332 photo, padded around
+        assert (out.image == MEAN_BGR).all(axis=2).sum() == side * side - 500 * 332 or side < 500
+    assert len(sides) == 2
+    # scales of 1 or less draw the same offsets as before zoom-out crops existed
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    np.testing.assert_array_equal(
+        random_square_crop(sample, rng_a).image, random_square_crop(sample, rng_b, max_side=64).image
+    )
+
+
+def test_training_pipeline_with_zoom_out_scales_shrinks_faces_and_validates_scales():
+    sample = painted_sample()
+    augment = TrainAugment(320, distort=False, flip=0.0, crop_scales=(2.0,))
+    for seed in range(6):
+        out = augment(sample, np.random.default_rng(seed))
+        assert out.image.shape == (320, 320, 3)
+        # a 664-pixel square at 320: the 100-pixel face shrinks to 48
+        np.testing.assert_allclose(out.boxes[0, 2:] - out.boxes[0, :2], [100 * 320 / 664] * 2, atol=0.5)
+        assert_faces_on_pixels(out)
+    for bad in ((), (0.0, 1.0), (1.0, 4.5)):
+        with pytest.raises(ValueError, match=r"crop_scales are fractions of the short side in \(0, 4\]"):
+            TrainAugment(320, crop_scales=bad)
 
 
 def test_flip_mirrors_and_swaps_left_and_right_landmarks():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 import time
@@ -93,8 +94,22 @@ def test_augmentation_options_reach_the_training_transform(tmp_path):
     args = build_parser().parse_args([*command, "--blank", "1", "--whole-image", "0.25"])
     dataset = build_loader(args).dataset
     assert (dataset.transform.blank, dataset.transform.whole_image) == (1.0, 0.25)
+    assert dataset.transform.crop_scales == (0.3, 0.45, 0.6, 0.8, 1.0)
     sample = dataset[0]
     assert sample.image.shape == (96, 96, 3) and len(sample.boxes) == 0 and sample.labeled
+    args = build_parser().parse_args([*command, "--crop-scales", "0.3,1,2"])
+    assert build_loader(args).dataset.transform.crop_scales == (0.3, 1.0, 2.0)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("0.3,big", "expected comma-separated numbers"), ("0.3,5", r"in \(0, 4\], got '0.3,5'")],
+)
+def test_crop_scales_option_names_the_bad_value(value, message, capsys):
+    command = ["train", "--model", "featherface_v2", "--images", ".", "--epochs", "1", "--output", "x"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*command, "--crop-scales", value])
+    assert re.search(message, capsys.readouterr().err)
 
 
 def test_distill_v1_into_v2_on_unlabelled_photos(tmp_path, v1_checkpoint):

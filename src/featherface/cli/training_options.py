@@ -7,7 +7,7 @@ import json
 
 from torch.utils.data import DataLoader
 
-from featherface.training.augment import PadResize, TrainAugment
+from featherface.training.augment import CROP_SCALES, MAX_CROP_SCALE, PadResize, TrainAugment
 from featherface.training.data import FaceDataset, ImageFolderDataset, LabeledFaceDataset, make_loader
 from featherface.training.distributed import world_from_env
 from featherface.training.losses import LOSS_TERMS
@@ -23,6 +23,21 @@ def _loss_weight(text: str) -> tuple[str, float]:
         return name, float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: {value!r} is not a number") from None
+
+
+def parse_crop_scales(text: str) -> tuple[float, ...]:
+    """``"0.3,0.45,1.5"`` → ``(0.3, 0.45, 1.5)``; an :class:`argparse.ArgumentTypeError` names a bad list."""
+    try:
+        scales = tuple(float(value) for value in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers such as 0.3,0.45,0.6,0.8,1.0,1.5,2.0, got {text!r}"
+        ) from None
+    if not all(0.0 < scale <= MAX_CROP_SCALE for scale in scales):
+        raise argparse.ArgumentTypeError(
+            f"crop scales are fractions of the short side in (0, {MAX_CROP_SCALE:g}], got {text!r}"
+        )
+    return scales
 
 
 def add_training_options(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +60,14 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
         metavar="P",
         help="probability of training on the whole image padded to a square instead of a random crop: "
         "faces as small as in full-size photos (0)",
+    )
+    data.add_argument(
+        "--crop-scales",
+        type=parse_crop_scales,
+        default=CROP_SCALES,
+        metavar="S,S,...",
+        help="crop sides as fractions of the short side, one drawn per image; above 1 zooms out, "
+        f"padding with the mean colour (SCRFD) ({','.join(f'{s:g}' for s in CROP_SCALES)})",
     )
     data.add_argument(
         "--blank",
@@ -122,7 +145,9 @@ def build_loader(args: argparse.Namespace) -> DataLoader:
     transform = (
         PadResize(args.image_size)
         if args.no_augment
-        else TrainAugment(args.image_size, whole_image=args.whole_image, blank=args.blank)
+        else TrainAugment(
+            args.image_size, whole_image=args.whole_image, blank=args.blank, crop_scales=args.crop_scales
+        )
     )
     dataset: FaceDataset
     if args.labels:

@@ -7,6 +7,7 @@ argument, so a transform is reproducible from its seed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
 import cv2
@@ -16,17 +17,30 @@ from featherface.training.data import Sample
 
 #: Side of the square crop as a fraction of the image's short side (RetinaFace).
 CROP_SCALES = (0.3, 0.45, 0.6, 0.8, 1.0)
+#: Largest crop scale :class:`TrainAugment` accepts: a zoom-out crop of 4 short sides already shrinks
+#: a 1024 × 683 photo's faces to a quarter at 640 pixels; larger ones only cost memory.
+MAX_CROP_SCALE = 4.0
 #: Landmark order after a horizontal flip: the eyes and the mouth corners swap sides.
 FLIP_LANDMARK_ORDER = (1, 0, 2, 4, 3)
 INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_NEAREST, cv2.INTER_LANCZOS4)
 MEAN_BGR = (104, 117, 123)
 
 
-def crop(sample: Sample, x0: int, y0: int, side: int) -> Sample:
-    """Cut the square ``[x0, x0 + side) × [y0, y0 + side)``.
+def crop(
+    sample: Sample,
+    x0: int,
+    y0: int,
+    side: int,
+    fill: tuple[int, int, int] = MEAN_BGR,
+    max_side: int | None = None,
+) -> Sample:
+    """Cut the square ``[x0, x0 + side) × [y0, y0 + side)``; where it reaches past the image (a
+    zoom-out crop, larger than the image or at a negative offset) it is filled with ``fill``.
 
     Faces whose box centre falls outside are dropped; the others are clipped to the square and
-    shifted with their landmarks.
+    shifted with their landmarks. A zoom-out square larger than ``max_side`` is built at
+    ``max_side`` pixels directly (the image shrunk by area averaging, then placed), as cropping
+    and resizing would give it, without the full-size canvas.
     """
     boxes = sample.boxes
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
@@ -37,28 +51,64 @@ def crop(sample: Sample, x0: int, y0: int, side: int) -> Sample:
         & (centres[:, 1] < y0 + side)
     )
     kept = sample.with_faces(inside)
-    offset = np.array([x0, y0], np.float32)
-    new_boxes = np.clip(kept.boxes - np.tile(offset, 2), 0, side).astype(np.float32)
-    image = np.ascontiguousarray(sample.image[y0 : y0 + side, x0 : x0 + side])
-    return replace(kept, image=image, boxes=new_boxes, landmarks=(kept.landmarks - offset).astype(np.float32))
+    height, width = sample.image.shape[:2]
+    if x0 >= 0 and y0 >= 0 and x0 + side <= width and y0 + side <= height:
+        image = np.ascontiguousarray(sample.image[y0 : y0 + side, x0 : x0 + side])
+        out_side, scale, shift = side, np.ones(2, np.float32), np.array([x0, y0], np.float32)
+    else:
+        out_side = side if max_side is None else min(side, max_side)
+        image = np.empty((out_side, out_side, 3), np.uint8)
+        image[...] = np.asarray(fill, np.uint8)
+        left, top = max(x0, 0), max(y0, 0)
+        right, bottom = min(x0 + side, width), min(y0 + side, height)
+        factor = out_side / side
+        # the image's part lands on whole pixels: [left, right) → [place_x, place_x + size_x)
+        place = np.rint(np.array([left - x0, top - y0]) * factor).astype(int)
+        size = np.maximum(np.rint(np.array([right - left, bottom - top]) * factor).astype(int), 0)
+        size = np.minimum(size, out_side - place)
+        scale = np.ones(2, np.float32)
+        if (size > 0).all():
+            part = sample.image[top:bottom, left:right]
+            if out_side != side:
+                part = cv2.resize(part, (int(size[0]), int(size[1])), interpolation=cv2.INTER_AREA)
+                scale = (size / np.array([right - left, bottom - top])).astype(np.float32)
+            image[place[1] : place[1] + size[1], place[0] : place[0] + size[0]] = part
+        shift = np.array([left, top], np.float32) - place / scale
+    new_boxes = np.clip((kept.boxes - np.tile(shift, 2)) * np.tile(scale, 2), 0, out_side).astype(np.float32)
+    landmarks = ((kept.landmarks - shift) * scale).astype(np.float32)
+    return replace(kept, image=image, boxes=new_boxes, landmarks=landmarks)
+
+
+def _offset(extent: int, side: int, rng: np.random.Generator) -> int:
+    """Start of a window of ``side`` pixels along an axis of ``extent``: inside it when it fits,
+    otherwise anywhere that keeps the whole axis inside the window."""
+    low, high = min(0, extent - side), max(0, extent - side)
+    return int(rng.integers(low, high + 1))
 
 
 def random_square_crop(
-    sample: Sample, rng: np.random.Generator, scales: tuple[float, ...] = CROP_SCALES, max_tries: int = 250
+    sample: Sample,
+    rng: np.random.Generator,
+    scales: tuple[float, ...] = CROP_SCALES,
+    max_tries: int = 250,
+    max_side: int | None = None,
 ) -> Sample:
     """RetinaFace's random square crop: side = scale · short side, for a scale drawn from ``scales``.
 
-    A crop is accepted when at least one face lies entirely inside it (any crop for an image
-    without faces); faces whose centre leaves the crop are dropped. After ``max_tries`` failures
-    the sample is returned uncropped.
+    A scale above 1 zooms out (SCRFD): the square is larger than the short side, covers the image
+    along every axis it exceeds, and is filled with the mean colour beyond the image, so its faces
+    shrink when it is resized to the training size. A crop is accepted when at least one face lies
+    entirely inside it (any crop for an image without faces); faces whose centre leaves the crop
+    are dropped. After ``max_tries`` failures the sample is returned uncropped. A zoom-out crop
+    larger than ``max_side`` comes out at ``max_side`` pixels (see :func:`crop`).
     """
     height, width = sample.image.shape[:2]
     short = min(height, width)
     boxes = sample.boxes
     for _ in range(max_tries):
         side = max(1, int(float(rng.choice(scales)) * short))
-        x0 = int(rng.integers(0, width - side + 1))
-        y0 = int(rng.integers(0, height - side + 1))
+        x0 = _offset(width, side, rng)
+        y0 = _offset(height, side, rng)
         if len(boxes):
             whole = (
                 (boxes[:, 0] >= x0)
@@ -68,7 +118,7 @@ def random_square_crop(
             )
             if not whole.any():
                 continue
-        return crop(sample, x0, y0, side)
+        return crop(sample, x0, y0, side, max_side=max_side)
     return sample
 
 
@@ -167,8 +217,10 @@ class TrainAugment:
     whole image, padded to a square, shrinks its faces by ``image_size / long side`` (0.625 for a
     1024-pixel WIDER FACE image at 640) where a crop enlarges them by up to 3×, so training sees
     faces as small as full-size photos hold. With probability ``blank`` the image is replaced by a
-    faceless :func:`blank_frame` (black, dark or one colour). Faces smaller than ``min_face`` pixels
-    (either side) at the training size are dropped.
+    faceless :func:`blank_frame` (black, dark or one colour). ``crop_scales`` are the crop sides as
+    fractions of the short side (RetinaFace's :data:`CROP_SCALES` by default); scales above 1 zoom
+    out (see :func:`random_square_crop`), as SCRFD's 0.3–2.0 range does. Faces smaller than
+    ``min_face`` pixels (either side) at the training size are dropped.
     """
 
     def __init__(
@@ -182,9 +234,16 @@ class TrainAugment:
         min_face: float = 1.0,
         whole_image: float = 0.0,
         blank: float = 0.0,
+        crop_scales: Sequence[float] = CROP_SCALES,
     ) -> None:
         if image_size < 32:
             raise ValueError(f"image_size must be at least 32 pixels, got {image_size}")
+        crop_scales = tuple(float(scale) for scale in crop_scales)
+        if not crop_scales or not all(0.0 < scale <= MAX_CROP_SCALE for scale in crop_scales):
+            raise ValueError(
+                f"crop_scales are fractions of the short side in (0, {MAX_CROP_SCALE:g}] (above 1 zooms "
+                f"out), at least one; got {crop_scales}"
+            )
         for name, probability in (("whole_image", whole_image), ("blank", blank)):
             if not 0.0 <= probability <= 1.0:
                 raise ValueError(f"{name} is a probability in [0, 1], got {probability}")
@@ -196,6 +255,7 @@ class TrainAugment:
         self.min_face = min_face
         self.whole_image = whole_image
         self.blank = blank
+        self.crop_scales = crop_scales
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         # no draw at probability 0, so runs without blank frames or whole images keep their random streams
@@ -203,7 +263,7 @@ class TrainAugment:
             return blank_frame(sample, self.image_size, rng)
         whole = self.whole_image > 0 and rng.random() < self.whole_image
         if self.crop and (sample.labeled or self.crop_unlabeled) and not whole:
-            sample = random_square_crop(sample, rng)
+            sample = random_square_crop(sample, rng, self.crop_scales, max_side=self.image_size)
         if self.distort:
             sample = photometric_distort(sample, rng)
         if rng.random() < self.flip:
