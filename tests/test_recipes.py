@@ -13,13 +13,15 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
-from featherface import featherface_v2
+from featherface import FaceDetector, create_model, featherface_v2
 from featherface.priors import prior_boxes
 from featherface.training import LabeledFaceDataset, TrainAugment, make_loader, train
 from featherface.training.data import Target
 from featherface.training.labels import read_retinaface_labels
 from featherface.training.matching import encode_targets
+from featherface.weights import resolve_pretrained
 from tests.conftest import REPO, link_subset200_images, shared_path
 
 
@@ -148,3 +150,49 @@ def test_found_faces_matches_each_detection_to_the_best_unmatched_face():
     assert found_faces(detections, truth).tolist() == [True, False, False]
     assert found_faces(detections[1:], truth).tolist() == [True, False, False]
     assert found_faces(detections[:0], truth).tolist() == [False, False, False]
+
+
+def test_average_weights_of_two_runs_loads_and_detects(tmp_path):
+    """The uniform average of the shipped V2 weights and a copy moved by 2·delta is the shipped
+    weights moved by delta, keeps the architecture metadata and loads as a model."""
+    shipped = resolve_pretrained("featherface_v2.widerface_kd")
+    weights = load_file(str(shipped))
+    generator = torch.Generator().manual_seed(0)
+    deltas = {  # 0.1% of each value: batch-norm variances stay positive
+        key: 1e-3 * value * torch.randn(value.shape, generator=generator)
+        for key, value in weights.items()
+        if value.is_floating_point()
+    }
+    moved = {k: v + 2 * deltas[k] if k in deltas else v + 7 for k, v in weights.items()}
+    metadata = {"featherface": json.dumps({"arch": "featherface_v2"})}
+    save_file(moved, str(tmp_path / "moved.safetensors"), metadata=metadata)
+    out = tmp_path / "soup" / "model.safetensors"
+    command = [sys.executable, str(REPO / "recipes" / "average_weights.py"), str(out), str(shipped)]
+    result = subprocess.run([*command, str(tmp_path / "moved.safetensors")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    averaged = load_file(str(out))
+    for key, value in weights.items():
+        # floats: the mean; integer counters (num_batches_tracked): the first input's
+        expected = value + deltas[key] if key in deltas else value
+        torch.testing.assert_close(averaged[key], expected, rtol=1e-6, atol=1e-7)
+    model = create_model("featherface_v2", checkpoint_path=out)
+    photo = str(shared_path("data", "dlib_faces", "2008_002470.jpg"))
+    soup_faces = FaceDetector(model, device="cpu")(photo)
+    shipped_faces = FaceDetector("featherface_v2", device="cpu")(photo)
+    assert len(soup_faces) == len(shipped_faces) > 0
+    torch.testing.assert_close(soup_faces.boxes, shipped_faces.boxes, rtol=0, atol=1.0)
+
+    # one input, another architecture, a missing tensor: each refused with the reason
+    assert "at least two weight files" in subprocess.run(command, capture_output=True, text=True).stderr
+    other = {"featherface": json.dumps({"arch": "featherface_v1"})}
+    save_file(weights, str(tmp_path / "v1_labelled.safetensors"), metadata=other)
+    result = subprocess.run(
+        [*command, str(tmp_path / "v1_labelled.safetensors")], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "average runs of one architecture" in result.stderr
+    missing = dict(weights)
+    dropped = sorted(missing)[0]
+    del missing[dropped]
+    save_file(missing, str(tmp_path / "missing.safetensors"), metadata=metadata)
+    result = subprocess.run([*command, str(tmp_path / "missing.safetensors")], capture_output=True, text=True)
+    assert result.returncode == 2 and f"lacks ['{dropped}']" in result.stderr
