@@ -8,7 +8,7 @@
 # log.jsonl, checkpoints/last.pt (after every epoch), epochs/ (every 2nd epoch's weights, for
 # recipes/training_curve.py) and model.safetensors, and resumes when run again. Add --device cuda
 # (and a larger --workers) on a GPU; the numbers in docs/training.md were measured with batch 32
-# at 640×640, stages 1–3 and 6 on one GPU, stages 4 and 5 on a 2-core CPU.
+# at 640×640, stages 1–3, 6 and 8a/8b on one GPU, stages 4, 5, 7 and the end of 8 on a 2-core CPU.
 set -euo pipefail
 DATA=${1:-../shared/data/widerface_train1000}
 OUT=${2:-runs/featherface_v2_widerface_kd}
@@ -59,3 +59,22 @@ featherface distill "${COMMON[@]}" --student-checkpoint "$OUT/stage5/model.safet
 featherface distill "${COMMON[@]}" --student-checkpoint "$OUT/stage6/model.safetensors" \
     --kd-cls-norm balanced --whole-image 0.2 --face-balance 0.75 --blank 0.02 --epochs 6 --lr 3e-4 \
     --warmup-epochs 1 --seed 14 --output "$OUT/stage7" $(resume "$OUT/stage7")
+
+# Stage 8: zoom-out crops. Two runs from stage 7 side by side (46 epochs each, warm-up 2, peak lr
+# 5e-4): 8a with SCRFD's crop scales 0.3, 0.4, ..., 2.0 (seed 21), 8b with 0.3-1.0 plus 1.25, 1.5
+# and 2.0 (seed 22); their weights averaged; then 4 epochs from the average at a low rate with
+# --blank 0.05 (seed 23), which brings the black-frame scores the zoom-out runs raised back down.
+# 8a and 8b ran together on one GPU (--workers 7 each), the last part on the 2-core CPU.
+SCRFD_SCALES=0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0,1.1,1.2,1.3,1.4,1.5,1.6,1.7,1.8,1.9,2.0
+STAGE8=("${COMMON[@]}" --kd-cls-norm balanced --whole-image 0.2 --face-balance 0.75)
+featherface distill "${STAGE8[@]}" --student-checkpoint "$OUT/stage7/model.safetensors" \
+    --blank 0.02 --crop-scales "$SCRFD_SCALES" --epochs 46 --lr 5e-4 --warmup-epochs 2 --seed 21 \
+    --output "$OUT/stage8a" $(resume "$OUT/stage8a")
+featherface distill "${STAGE8[@]}" --student-checkpoint "$OUT/stage7/model.safetensors" \
+    --blank 0.02 --crop-scales 0.3,0.45,0.6,0.8,1.0,1.25,1.5,2.0 --epochs 46 --lr 5e-4 --warmup-epochs 2 \
+    --seed 22 --output "$OUT/stage8b" $(resume "$OUT/stage8b")
+python "$(dirname "$0")/average_weights.py" "$OUT/stage8ab/model.safetensors" \
+    "$OUT/stage8a/model.safetensors" "$OUT/stage8b/model.safetensors"
+featherface distill "${STAGE8[@]}" --student-checkpoint "$OUT/stage8ab/model.safetensors" \
+    --blank 0.05 --crop-scales "$SCRFD_SCALES" --epochs 4 --lr 2e-4 --warmup-epochs 0.5 --seed 23 \
+    --output "$OUT/stage8" $(resume "$OUT/stage8")

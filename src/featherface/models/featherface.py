@@ -253,16 +253,16 @@ FEATHERFACE_V2_WIDERFACE_KD = WeightsCfg(
     num_params=261_626,
     license="MIT",
     source="featherface: distilled from featherface_v1.widerface on 999 WIDER FACE train images "
-    "(recipes/featherface_v2_widerface_kd.sh, stages 1 to 7; see docs/training.md)",
+    "(recipes/featherface_v2_widerface_kd.sh, stages 1 to 8; see docs/training.md)",
     hf_hub_id="featherface/featherface-v2-widerface-kd",
     revision="v0.1.0",
-    sha256="3cdaab78c4ae0ebb97901753ec0c1e663b94d5ce8a1c480a054c2d83da078d0c",
+    sha256="2489c41a7ad45e58ae19b112b0095b3f21cbe434b58afa1280febbd7471477a6",
     package_file="pretrained/featherface_v2_widerface_kd.safetensors",
     metrics={
         "widerface_val_dev": {
-            "easy": 0.8678,
-            "medium": 0.8428,
-            "hard": 0.6547,
+            "easy": 0.8703,
+            "medium": 0.8476,
+            "hard": 0.6634,
             "protocol": WIDERFACE_DEV_PROTOCOL,
         },
     },
