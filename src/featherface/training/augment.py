@@ -57,26 +57,36 @@ def crop(
         out_side, scale, shift = side, np.ones(2, np.float32), np.array([x0, y0], np.float32)
     else:
         out_side = side if max_side is None else min(side, max_side)
-        image = np.empty((out_side, out_side, 3), np.uint8)
-        image[...] = np.asarray(fill, np.uint8)
-        left, top = max(x0, 0), max(y0, 0)
-        right, bottom = min(x0 + side, width), min(y0 + side, height)
-        factor = out_side / side
-        # the image's part lands on whole pixels: [left, right) → [place_x, place_x + size_x)
-        place = np.rint(np.array([left - x0, top - y0]) * factor).astype(int)
-        size = np.maximum(np.rint(np.array([right - left, bottom - top]) * factor).astype(int), 0)
-        size = np.minimum(size, out_side - place)
-        scale = np.ones(2, np.float32)
-        if (size > 0).all():
-            part = sample.image[top:bottom, left:right]
-            if out_side != side:
-                part = cv2.resize(part, (int(size[0]), int(size[1])), interpolation=cv2.INTER_AREA)
-                scale = (size / np.array([right - left, bottom - top])).astype(np.float32)
-            image[place[1] : place[1] + size[1], place[0] : place[0] + size[0]] = part
-        shift = np.array([left, top], np.float32) - place / scale
+        image, scale, shift = _zoomed_window(sample.image, x0, y0, side, out_side, fill)
     new_boxes = np.clip((kept.boxes - np.tile(shift, 2)) * np.tile(scale, 2), 0, out_side).astype(np.float32)
     landmarks = ((kept.landmarks - shift) * scale).astype(np.float32)
     return replace(kept, image=image, boxes=new_boxes, landmarks=landmarks)
+
+
+def _zoomed_window(
+    image: np.ndarray, x0: int, y0: int, side: int, out_side: int, fill: tuple[int, int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The square ``[x0, x0 + side) × [y0, y0 + side)`` of ``image``, filled with ``fill`` beyond
+    it, built at ``out_side`` pixels. Returns it with the per-axis ``scale`` and ``shift`` that map
+    an image coordinate ``p`` to ``(p − shift) · scale`` in it."""
+    height, width = image.shape[:2]
+    window = np.empty((out_side, out_side, 3), np.uint8)
+    window[...] = np.asarray(fill, np.uint8)
+    left, top = max(x0, 0), max(y0, 0)
+    right, bottom = min(x0 + side, width), min(y0 + side, height)
+    factor = out_side / side
+    # the image's part lands on whole pixels: [left, right) → [place_x, place_x + size_x)
+    place = np.rint(np.array([left - x0, top - y0]) * factor).astype(int)
+    size = np.maximum(np.rint(np.array([right - left, bottom - top]) * factor).astype(int), 0)
+    size = np.minimum(size, out_side - place)
+    scale = np.ones(2, np.float32)
+    if (size > 0).all():
+        part = image[top:bottom, left:right]
+        if out_side != side:
+            part = cv2.resize(part, (int(size[0]), int(size[1])), interpolation=cv2.INTER_AREA)
+            scale = (size / np.array([right - left, bottom - top])).astype(np.float32)
+        window[place[1] : place[1] + size[1], place[0] : place[0] + size[0]] = part
+    return window, scale, np.array([left, top], np.float32) - place / scale
 
 
 def _offset(extent: int, side: int, rng: np.random.Generator) -> int:
