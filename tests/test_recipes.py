@@ -196,3 +196,18 @@ def test_average_weights_of_two_runs_loads_and_detects(tmp_path):
     save_file(missing, str(tmp_path / "missing.safetensors"), metadata=metadata)
     result = subprocess.run([*command, str(tmp_path / "missing.safetensors")], capture_output=True, text=True)
     assert result.returncode == 2 and f"lacks ['{dropped}']" in result.stderr
+
+
+def test_face_sizes_with_zoom_out_crops_counts_smaller_faces():
+    recipe = _face_sizes_recipe()
+    entries = recipe.read_labels(
+        shared_path("data", "widerface_train1000", "label.txt"),
+        shared_path("data", "widerface_train1000", "images"),
+    )[::100]
+    retina = recipe.measure(entries, 640, [0.0], repeats=2)["whole_image=0"]
+    zoomed = recipe.measure(entries, 640, [0.0], repeats=2, crop_scales=(2.0,))["whole_image=0"]
+    # a 2-short-side square at 640 shrinks a 1024 × 683 photo's faces by 640 / 1366 and keeps all of them;
+    # RetinaFace's crops enlarge them and cut some away
+    assert zoomed["faces_per_image"] > retina["faces_per_image"]
+    small = slice(0, 3)  # faces under 12 px
+    assert sum(zoomed["shares"][small]) > sum(retina["shares"][small]) + 0.2
