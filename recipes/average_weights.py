@@ -19,25 +19,26 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 
 def average_weights(paths: list[Path]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The element-wise mean of the state dicts in ``paths`` and their shared metadata."""
     if len(paths) < 2:
         raise ValueError(f"averaging needs at least two weight files, got {len(paths)}")
-    metadata: dict[str, str] | None = None
-    states = []
+    metadatas, states = [], []
     for path in paths:
         with safe_open(str(path), "pt") as handle:
-            meta = handle.metadata() or {}
-        if metadata is not None and meta.get("featherface") != metadata.get("featherface"):
+            metadatas.append(handle.metadata() or {})
+            names = handle.keys()  # a safetensors file handle is not iterable
+            states.append({name: handle.get_tensor(name) for name in names})
+    metadata = metadatas[0]
+    for path, meta in zip(paths[1:], metadatas[1:]):
+        if meta.get("featherface") != metadata.get("featherface"):
             raise ValueError(
                 f"{path} is a {meta.get('featherface')} checkpoint, {paths[0]} a "
                 f"{metadata.get('featherface')} one: average runs of one architecture"
             )
-        metadata = metadata if metadata is not None else meta
-        states.append(load_file(str(path)))
     first = states[0]
     for path, state in zip(paths[1:], states[1:]):
         if state.keys() != first.keys():
@@ -57,7 +58,7 @@ def average_weights(paths: list[Path]) -> tuple[dict[str, torch.Tensor], dict[st
         else tensor
         for key, tensor in first.items()
     }
-    return averaged, metadata or {}
+    return averaged, metadata
 
 
 def main() -> None:

@@ -7,7 +7,13 @@ import json
 
 from torch.utils.data import DataLoader
 
-from featherface.training.augment import CROP_SCALES, MAX_CROP_SCALE, PadResize, TrainAugment
+from featherface.training.augment import (
+    CROP_SCALES,
+    MAX_CROP_SCALE,
+    PadResize,
+    TrainAugment,
+    check_crop_scales,
+)
 from featherface.training.data import FaceDataset, ImageFolderDataset, LabeledFaceDataset, make_loader
 from featherface.training.distributed import world_from_env
 from featherface.training.losses import LOSS_TERMS
@@ -33,11 +39,12 @@ def parse_crop_scales(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated numbers such as 0.3,0.45,0.6,0.8,1.0,1.5,2.0, got {text!r}"
         ) from None
-    if not all(0.0 < scale <= MAX_CROP_SCALE for scale in scales):
+    try:
+        return check_crop_scales(scales)
+    except ValueError:
         raise argparse.ArgumentTypeError(
             f"crop scales are fractions of the short side in (0, {MAX_CROP_SCALE:g}], got {text!r}"
-        )
-    return scales
+        ) from None
 
 
 def add_training_options(parser: argparse.ArgumentParser) -> None:

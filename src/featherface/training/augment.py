@@ -132,6 +132,18 @@ def random_square_crop(
     return sample
 
 
+def check_crop_scales(scales: Sequence[float]) -> tuple[float, ...]:
+    """``scales`` as a tuple of floats; a :class:`ValueError` unless there is at least one and each
+    lies in ``(0, MAX_CROP_SCALE]``."""
+    scales = tuple(float(scale) for scale in scales)
+    if not scales or not all(0.0 < scale <= MAX_CROP_SCALE for scale in scales):
+        raise ValueError(
+            f"crop_scales are fractions of the short side in (0, {MAX_CROP_SCALE:g}] (above 1 zooms "
+            f"out), at least one; got {scales}"
+        )
+    return scales
+
+
 def pad_to_square(sample: Sample, fill: tuple[int, int, int] = MEAN_BGR) -> Sample:
     """Pad right and bottom with ``fill`` to a square; coordinates do not move."""
     height, width = sample.image.shape[:2]
@@ -248,12 +260,7 @@ class TrainAugment:
     ) -> None:
         if image_size < 32:
             raise ValueError(f"image_size must be at least 32 pixels, got {image_size}")
-        crop_scales = tuple(float(scale) for scale in crop_scales)
-        if not crop_scales or not all(0.0 < scale <= MAX_CROP_SCALE for scale in crop_scales):
-            raise ValueError(
-                f"crop_scales are fractions of the short side in (0, {MAX_CROP_SCALE:g}] (above 1 zooms "
-                f"out), at least one; got {crop_scales}"
-            )
+        crop_scales = check_crop_scales(crop_scales)
         for name, probability in (("whole_image", whole_image), ("blank", blank)):
             if not 0.0 <= probability <= 1.0:
                 raise ValueError(f"{name} is a probability in [0, 1], got {probability}")
