@@ -116,3 +116,5 @@ def test_onnx_exports_are_kept_per_version_and_weights(tmp_path, v1_checkpoint):
     assert path == bench.onnx_export_path(tmp_path, "featherface_v1", sha256_file(v1_checkpoint))
     assert path != bench.onnx_export_path(tmp_path, "featherface_v1", "0" * 64)
     assert path != bench.onnx_export_path(tmp_path, "featherface_v2", sha256_file(v1_checkpoint))
+    widened = bench.onnx_export_path(tmp_path, "featherface_v1", sha256_file(v1_checkpoint), 16)
+    assert widened != path and widened.name.endswith("-block16.onnx")

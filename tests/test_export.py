@@ -15,6 +15,7 @@ from featherface.export import (
     ExportCheckError,
     ExportReport,
     check_batches,
+    cpu_channel_block,
     export_onnx,
     export_torchscript,
     raise_if_off,
@@ -132,7 +133,7 @@ class _SamePool(torch.nn.Module):
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@pytest.mark.parametrize("size", [(15, 20), (17, 33), (8, 9), (30, 40)])
+@pytest.mark.parametrize("size", [(15, 20), (17, 33), (8, 9), (30, 40), (1, 1), (1, 6), (5, 2)])
 def test_exported_same_pool_keeps_the_alignment_of_every_size(tmp_path, size):
     """The pool's padding comes from the traced size; ONNX integer division truncates where
     Python floors, so only non-negative arithmetic on sizes may be recorded."""
@@ -157,8 +158,63 @@ def test_exported_same_pool_keeps_the_alignment_of_every_size(tmp_path, size):
 
 
 def test_v2_onnx_export_is_faithful_at_even_and_odd_sizes(tmp_path):
+    import onnx
+
     model = featherface_v2(pretrained=True).eval()
     images = [dlib("2008_002470.jpg"), dlib("dogs.jpg")]
     report = export_onnx(model, tmp_path / "v2.onnx", dynamic=True, check_images=images)
     assert sorted(report.max_abs_diff) == ["1x333x517", "1x480x640", "2x97x131"]
     assert max(report.max_abs_diff.values()) <= 1e-4
+    nodes = onnx.load(str(tmp_path / "v2.onnx")).graph.node
+    pools = [node for node in nodes if node.op_type == "MaxPool"]
+    auto_pads = [attr.s for node in pools for attr in node.attribute if attr.name == "auto_pad"]
+    assert len(pools) == 4 and auto_pads == [b"SAME_UPPER"] * 4  # no size arithmetic, no Pad copy
+    assert not any(node.op_type == "Pad" for node in nodes)
+    assert not any(node.op_type == "ReduceMean" and "spatial" in node.name for node in nodes)
+
+
+def test_cli_export_widens_the_stem_to_a_channel_block(tmp_path, capsys):
+    import onnx
+
+    path = tmp_path / "v2-block16.onnx"
+    args = ["export", "onnx", "--model", "featherface_v2", "--output", str(path), "--dynamic"]
+    assert main([*args, "--channel-block", "16", "--check-images", dlib("bald_guys.jpg")]) == 0
+    checks = [line for line in capsys.readouterr().out.splitlines() if "max |Δ|" in line]
+    assert len(checks) == 3 and all(float(line.split()[-1]) <= 1e-4 for line in checks)
+    proto = onnx.load(str(path))
+    weights = {tensor.name: tensor for tensor in proto.graph.initializer}
+    first_conv = next(node for node in proto.graph.node if node.op_type == "Conv")
+    assert list(weights[first_conv.input[1]].dims) == [16, 3, 3, 3]
+    other = tmp_path / "v2.pt"
+    assert (
+        main(
+            [
+                "export",
+                "torchscript",
+                "--model",
+                "featherface_v2",
+                "--output",
+                str(other),
+                "--channel-block",
+                "16",
+            ]
+        )
+        == 2
+    )
+    assert "--channel-block applies to ONNX export only" in capsys.readouterr().err and not other.exists()
+    with pytest.raises(SystemExit):
+        main([*args, "--channel-block", "0"])
+    assert "positive integer or auto, got '0'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="leave fuse=True"):
+        export_onnx(featherface_v2(), tmp_path / "unfused.onnx", fuse=False, channel_block=16)
+
+
+@pytest.mark.parametrize(
+    ("flags", "block"),
+    [("fpu sse avx avx2 avx512f avx512bw", 16), ("fpu sse avx avx2 fma", None), (None, None)],
+)
+def test_cpu_channel_block_reads_the_cpu_flags(tmp_path, flags, block):
+    cpuinfo = tmp_path / "cpuinfo"
+    if flags is not None:
+        cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Test CPU avx512f\nflags\t\t: {flags}\n")
+    assert cpu_channel_block(cpuinfo) == block

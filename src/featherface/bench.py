@@ -9,6 +9,7 @@ measured in a fresh process per candidate (largest resident set minus the set af
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -204,12 +205,27 @@ def _registry_sha256(arch: str) -> str:
     return cfg.sha256
 
 
-def onnx_export_path(onnx_dir: str | os.PathLike, arch: str, weights_sha256: str) -> Path:
-    """Where the benchmark keeps the export of ``arch`` with the weights of that sha256: the name
-    carries the featherface version and the weights, so other weights or a new release export anew."""
+def _source_digest() -> str:
+    """sha256 over featherface's own Python files: the code that writes an export."""
+    root = Path(__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def onnx_export_path(
+    onnx_dir: str | os.PathLike, arch: str, weights_sha256: str, channel_block: int | None = None
+) -> Path:
+    """Where the benchmark keeps the export of ``arch`` with the weights of that sha256 (and stem
+    ``channel_block``): the name carries the featherface version, a digest of its code and the
+    weights, so other code or weights export anew."""
     from featherface.version import __version__
 
-    return Path(onnx_dir) / f"{arch}-{__version__}-{weights_sha256[:12]}.onnx"
+    block = f"-block{channel_block}" if channel_block is not None else ""
+    name = f"{arch}-{__version__}-{_source_digest()[:8]}-{weights_sha256[:12]}{block}.onnx"
+    return Path(onnx_dir) / name
 
 
 def featherface_candidates(
@@ -221,11 +237,12 @@ def featherface_candidates(
     ``checkpoint`` loads V1's weights (the pretrained ones when ``None``); V2 runs with its
     shipped pretrained weights (trained weights, not an initialisation: activations and their
     rounding are the ones users get). The ONNX files are exported into ``onnx_dir`` once per
-    featherface version and weights (see :func:`onnx_export_path`); models are built only when a
-    candidate is built.
+    featherface code and weights (see :func:`onnx_export_path`), with the stem widened to this
+    CPU's channel block (see :func:`~featherface.export.cpu_channel_block`); models are built only
+    when a candidate is built.
     """
     from featherface.compiled import compile_model
-    from featherface.export import export_onnx
+    from featherface.export import cpu_channel_block, export_onnx
     from featherface.factory import create_model
     from featherface.models.deform import set_deform_impl
     from featherface.weights import sha256_file
@@ -239,13 +256,15 @@ def featherface_candidates(
         return create_model("featherface_v2", pretrained=True).eval()
 
     v1_digest = sha256_file(checkpoint) if checkpoint is not None else _registry_sha256("featherface_v1")
+    block = cpu_channel_block()
     paths = {
-        "v1": onnx_export_path(onnx_dir, "featherface_v1", v1_digest),
-        "v2": onnx_export_path(onnx_dir, "featherface_v2", _registry_sha256("featherface_v2")),
+        "v1": onnx_export_path(onnx_dir, "featherface_v1", v1_digest, block),
+        "v2": onnx_export_path(onnx_dir, "featherface_v2", _registry_sha256("featherface_v2"), block),
     }
     for name, factory in (("v1", v1), ("v2", v2)):
         if not paths[name].is_file():
-            export_onnx(factory(), paths[name], dynamic=True)
+            export_onnx(factory(), paths[name], dynamic=True, channel_block=block)
+    export_note = "fused export" + (f", stem widened to {block} channels" if block is not None else "")
     candidates = [
         Candidate(
             "FeatherFace-V1 original",
@@ -260,7 +279,7 @@ def featherface_candidates(
             "fast DCN, fused, channels-last",
         ),
         Candidate(
-            "FeatherFace-V1 fast", "onnxruntime", _ort_runner(paths["v1"], _bgr_minus_mean), "fused export"
+            "FeatherFace-V1 fast", "onnxruntime", _ort_runner(paths["v1"], _bgr_minus_mean), export_note
         ),
         Candidate(
             "FeatherFace-V1 fast",
@@ -275,7 +294,7 @@ def featherface_candidates(
             _torch_runner(lambda: compile_model(v2().fuse())),
             "as eager, compiled for the input size",
         ),
-        Candidate("FeatherFace-V2", "onnxruntime", _ort_runner(paths["v2"], _bgr_minus_mean), "fused export"),
+        Candidate("FeatherFace-V2", "onnxruntime", _ort_runner(paths["v2"], _bgr_minus_mean), export_note),
     ]
     return [c for c in candidates if compiled or c.backend != COMPILED]
 

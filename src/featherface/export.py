@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from torch import nn
 from featherface.models.deform import set_deform_impl
 from featherface.models.fuse import fuse_model, ungroup_convs
 from featherface.models.registry import InputCfg
+from featherface.models.widen import widen_stem
 
 OUTPUT_NAMES = ("loc", "conf", "landms")
 INPUT_NAME = "images"
@@ -60,6 +62,17 @@ class ExportReport:
         lines += [f"  check {size}: max |Δ| {diff:.2e}" for size, diff in self.max_abs_diff.items()]
         lines.append(f"  checked on {images}")
         return "\n".join(lines)
+
+
+def cpu_channel_block(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> int | None:
+    """The ``channel_block`` of :func:`export_onnx` that suits ONNX Runtime on this CPU: 16 when it
+    has AVX-512 (16-channel blocks), otherwise ``None`` (8-channel blocks already fit the stem, or a
+    system whose CPU flags cannot be read)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return None
+    return 16 if re.search(r"^flags\s*:.*\bavx512f\b", text, flags=re.MULTILINE) else None
 
 
 def _inference_copy(model: nn.Module, fuse: bool) -> nn.Module:
@@ -148,6 +161,7 @@ def export_onnx(
     check_images: list[str | os.PathLike] | None = None,
     tolerance: float = 1e-3,
     fuse: bool = True,
+    channel_block: int | None = None,
 ) -> ExportReport:
     """Write ``model`` as an ONNX file and check it with ONNX Runtime.
 
@@ -161,6 +175,11 @@ def export_onnx(
         tolerance: largest allowed absolute difference between ONNX Runtime and PyTorch outputs.
         fuse: export the fused model (BN folded, convs merged, grouped convs ungrouped for
             ONNX Runtime's blocked layout); outputs are the same.
+        channel_block: widen the 8-channel MobileNet stem with zero channels to a multiple of
+            this (see :func:`featherface.models.widen.widen_stem`; needs ``fuse``). 16 suits
+            ONNX Runtime on AVX-512 CPUs (about 0.4 ms less at 640×480), where it otherwise
+            converts the stem's layout; on AVX2 CPUs (8-channel blocks) it only adds work.
+            Outputs are the same either way.
 
     Returns:
         an :class:`ExportReport`. Raises :class:`ExportCheckError` when the check fails and
@@ -171,12 +190,16 @@ def export_onnx(
         raise ValueError(
             f"opset must be 13 or newer (the export uses Resize and Slice with steps), got {opset}"
         )
+    if channel_block is not None and not fuse:
+        raise ValueError("channel_block widens the fused model's stem: leave fuse=True or drop channel_block")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     reference = set_deform_impl(copy.deepcopy(model).float().cpu().eval(), "fast")
     exported = _inference_copy(model, fuse)
     if fuse:
         ungroup_convs(exported)
+    if channel_block is not None:
+        widen_stem(exported, channel_block)
     example = torch.zeros(1, 3, *input_size)
     axes = {name: {0: "batch"} for name in OUTPUT_NAMES}
     axes[INPUT_NAME] = {0: "batch", 2: "height", 3: "width"}

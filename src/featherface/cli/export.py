@@ -17,15 +17,34 @@ def _size(text: str) -> tuple[int, int]:
     return height, width
 
 
+def _channel_block(text: str) -> int | None:
+    if text == "auto":
+        from featherface.export import cpu_channel_block
+
+        return cpu_channel_block()
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"channel block must be a positive integer or auto, got {text!r}")
+    return int(text)
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the model, export it, print the check."""
     from featherface.export import export_onnx, export_torchscript
     from featherface.factory import create_model
 
+    if args.format != "onnx" and args.channel_block is not None:
+        raise ValueError("--channel-block applies to ONNX export only (ONNX Runtime's blocked layout)")
     model = create_model(args.model, pretrained=args.checkpoint is None, checkpoint_path=args.checkpoint)
     common = {"input_size": args.input_size, "check_images": args.check_images, "fuse": not args.no_fuse}
     if args.format == "onnx":
-        report = export_onnx(model, args.output, dynamic=args.dynamic, opset=args.opset, **common)
+        report = export_onnx(
+            model,
+            args.output,
+            dynamic=args.dynamic,
+            opset=args.opset,
+            channel_block=args.channel_block,
+            **common,
+        )
     else:
         report = export_torchscript(model, args.output, **common)
     print(report.summary())
@@ -48,6 +67,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="ONNX: free batch, height and width (default: fixed size)",
     )
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset version (default: 17)")
+    parser.add_argument(
+        "--channel-block",
+        type=_channel_block,
+        default=None,
+        metavar="N",
+        help="ONNX: widen the 8-channel stem with zero channels to a multiple of N (16 suits ONNX "
+        "Runtime on AVX-512 CPUs; auto: this machine's; same outputs)",
+    )
     parser.add_argument(
         "--input-size",
         type=_size,

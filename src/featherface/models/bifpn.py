@@ -38,6 +38,36 @@ def _pool_zero_padded_borders(x: torch.Tensor) -> torch.Tensor:
     return pooled
 
 
+class _SameUpperMaxPool(torch.autograd.Function):
+    """3×3 stride-2 max pool whose windows start where TensorFlow "same" padding puts them
+    (one leading row / column for odd sizes), padding ignored: ONNX ``MaxPool`` with
+    ``auto_pad="SAME_UPPER"``. The ONNX node keeps no size arithmetic, so ONNX Runtime can run
+    it in its blocked channel layout straight from the conv before it."""
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        return F.max_pool2d(x, 3, 2, padding=(height % 2, width % 2), ceil_mode=True)
+
+    @staticmethod
+    def symbolic(g: torch.Graph, x: torch.Value) -> torch.Value:
+        return g.op("MaxPool", x, kernel_shape_i=[3, 3], strides_i=[2, 2], auto_pad_s="SAME_UPPER")
+
+
+def _pool_same_onnx(x: torch.Tensor) -> torch.Tensor:
+    """:func:`max_pool_same` as ONNX records it: the "SAME_UPPER" pool, then the border rows /
+    columns whose windows hold one of the zero padding's zeros (the last, and the first for an
+    odd size) raised to at least 0 by one ``Max`` against a ``(h, w)`` map of 0 / −inf."""
+    height, width = x.shape[-2:]
+    pooled = _SameUpperMaxPool.apply(x)
+    rows = torch.arange(pooled.shape[-2], device=x.device)
+    cols = torch.arange(pooled.shape[-1], device=x.device)
+    border_rows = (rows == pooled.shape[-2] - 1) | ((rows == 0) & (height % 2 == 1))
+    border_cols = (cols == pooled.shape[-1] - 1) | ((cols == 0) & (width % 2 == 1))
+    floor = torch.where(border_rows[:, None] | border_cols[None, :], 0.0, float("-inf"))
+    return torch.maximum(pooled, floor.to(x.dtype))
+
+
 def max_pool_same(x: torch.Tensor) -> torch.Tensor:
     """3×3 stride-2 max pool with TensorFlow "same" zero padding: ``(H, W) → ceil(H/2), ceil(W/2)``.
 
@@ -48,6 +78,8 @@ def max_pool_same(x: torch.Tensor) -> torch.Tensor:
     height, width = x.shape[-2:]
     region = active_region()
     if region is None:
+        if torch.onnx.is_in_onnx_export():
+            return _pool_same_onnx(x)
         if is_exporting():
             return _pool_with_leading_pad(x, height % 2, width % 2)
         return _pool_zero_padded_borders(x)

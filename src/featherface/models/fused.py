@@ -300,6 +300,16 @@ def _block_diagonal_linear(layers: list[nn.Linear]) -> nn.Linear:
     return merged.to(layers[0].weight)
 
 
+def _channel_max_and_mean_traced(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """:func:`~featherface.models.attention.channel_max_and_mean` as an exported graph records it:
+    the mean as the product of a constant ``(1, C)`` row and ``(B, C, H·W)`` (ONNX Runtime
+    reduces over a middle axis about three times slower than it multiplies),
+    ``(B, C, H, W) → (B, 2, H, W)``; ``channels`` is ``C`` as a Python int (a constant)."""
+    weights = torch.full((1, channels), 1.0 / channels, dtype=x.dtype, device=x.device)
+    mean = torch.matmul(weights, x.flatten(2)).unflatten(2, x.shape[2:])
+    return torch.cat((x.amax(dim=1, keepdim=True), mean), dim=1)
+
+
 class FusedCBAM(nn.Module):
     """A pyramid's CBAMs (:class:`~featherface.models.attention.SharedCBAM` of V2 or
     :class:`~featherface.models.attention.PerLevelCBAM` of V1, spatial-gate BNs folded) with the
@@ -346,8 +356,10 @@ class FusedCBAM(nn.Module):
         outputs = [0 if self.shared else i for i in range(len(attended))]
         if is_exporting():
             return [
-                torch.sigmoid(self._gate_logits(mask_padding(channel_max_and_mean(a)))[:, k : k + 1])
-                for a, k in zip(attended, outputs)
+                torch.sigmoid(
+                    self._gate_logits(mask_padding(_channel_max_and_mean_traced(a, channels)))[:, k : k + 1]
+                )
+                for a, k, channels in zip(attended, outputs, self.channels)
             ]
         batch, heights = attended[0].shape[0], [a.shape[2] for a in attended]
         widths = [a.shape[3] for a in attended]
