@@ -16,6 +16,7 @@ from featherface.training.augment import (
     PadResize,
     TrainAugment,
     crop,
+    degrade,
     horizontal_flip,
     pad_to_square,
     photometric_distort,
@@ -267,6 +268,37 @@ def test_blank_frames_replace_images_by_faceless_uniform_frames():
     assert_same_stream_as_crop_flip_resize(TrainAugment(320, distort=False, flip=0.0, blank=0.0), sample)
     with pytest.raises(ValueError, match=r"blank is a probability in \[0, 1\], got -0.1"):
         TrainAugment(320, blank=-0.1)
+
+
+def sharpness(image: np.ndarray) -> float:
+    """Variance of the Laplacian of the grey image: high for fine detail and noise."""
+    return float(cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var())
+
+
+def test_degradations_blur_shrink_noise_or_compress_and_keep_the_geometry():
+    sample = painted_sample()
+    before = sharpness(sample.image)
+    seen = {"softer": 0, "noisier": 0}
+    for seed in range(16):
+        out = degrade(sample, np.random.default_rng(seed))
+        assert out.image.shape == sample.image.shape and out.image.dtype == np.uint8
+        np.testing.assert_array_equal(out.boxes, sample.boxes)
+        np.testing.assert_array_equal(out.landmarks, sample.landmarks)
+        difference = np.abs(out.image.astype(int) - sample.image).mean()
+        assert 0.5 < difference < 25  # visibly changed, still the same picture
+        x1, y1, x2, y2 = (int(v) for v in sample.boxes[0])
+        assert close(out.image[y1 + 12 : y2 - 12, x1 + 12 : x2 - 12].mean(axis=(0, 1)), GREEN)
+        seen["softer" if sharpness(out.image) < before else "noisier"] += 1
+    assert seen["softer"] >= 4 and seen["noisier"] >= 2  # blur / low resolution and noise all occur
+    # in the pipeline: same crop, flip and resize draws as without (one draw after the resize)
+    plain, degraded = TrainAugment(320), TrainAugment(320, degrade=1.0)
+    for seed in range(4):
+        a, b = plain(sample, np.random.default_rng(seed)), degraded(sample, np.random.default_rng(seed))
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        assert not np.array_equal(a.image, b.image)
+    assert_same_stream_as_crop_flip_resize(TrainAugment(320, distort=False, flip=0.0, degrade=0.0), sample)
+    with pytest.raises(ValueError, match=r"degrade is a probability in \[0, 1\], got 1.5"):
+        TrainAugment(320, degrade=1.5)
 
 
 def _batch_of_two() -> tuple[torch.Tensor, list[Target], list[Sample]]:

@@ -84,6 +84,14 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
         help="probability of replacing an image by a faceless black, dark or one-colour frame; they "
         "teach through the distillation terms, so distill only (0)",
     )
+    data.add_argument(
+        "--degrade",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability of blurring, shrinking and re-enlarging, adding noise to or JPEG-compressing "
+        "an image after resizing, as hard faces look (0)",
+    )
     run = parser.add_argument_group("schedule")
     run.add_argument("--epochs", type=int, required=True)
     run.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (1e-3)")
@@ -153,7 +161,11 @@ def build_loader(args: argparse.Namespace) -> DataLoader:
         PadResize(args.image_size)
         if args.no_augment
         else TrainAugment(
-            args.image_size, whole_image=args.whole_image, blank=args.blank, crop_scales=args.crop_scales
+            args.image_size,
+            whole_image=args.whole_image,
+            blank=args.blank,
+            crop_scales=args.crop_scales,
+            degrade=args.degrade,
         )
     )
     dataset: FaceDataset

@@ -199,6 +199,30 @@ def resize(sample: Sample, size: int, interpolation: int = cv2.INTER_LINEAR) -> 
     )
 
 
+def degrade(sample: Sample, rng: np.random.Generator) -> Sample:
+    """One image degradation that hard WIDER FACE faces show, drawn uniformly: Gaussian blur
+    (σ 0.5–2 pixels), low resolution (shrunk to 25–75% by area averaging and enlarged back
+    bilinearly), Gaussian sensor noise (σ 2–10 grey levels) or JPEG compression (quality 15–60).
+    Geometry is unchanged, so boxes and landmarks stay."""
+    image = sample.image
+    kind = int(rng.integers(4))
+    if kind == 0:
+        image = cv2.GaussianBlur(image, (0, 0), float(rng.uniform(0.5, 2.0)))
+    elif kind == 1:
+        height, width = image.shape[:2]
+        factor = rng.uniform(0.25, 0.75)
+        small = (max(1, round(width * factor)), max(1, round(height * factor)))
+        image = cv2.resize(cv2.resize(image, small, interpolation=cv2.INTER_AREA), (width, height))
+    elif kind == 2:
+        noise = rng.normal(0.0, rng.uniform(2.0, 10.0), image.shape)
+        image = np.clip(np.rint(image + noise), 0, 255).astype(np.uint8)
+    else:
+        quality = int(rng.integers(15, 61))
+        _, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        image = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+    return replace(sample, image=np.ascontiguousarray(image))
+
+
 #: Brightest grey level of a :func:`blank_frame` drawn as black: dark video frames and lens-cap shots.
 BLANK_DARK_MAX = 16
 
@@ -241,8 +265,10 @@ class TrainAugment:
     faces as small as full-size photos hold. With probability ``blank`` the image is replaced by a
     faceless :func:`blank_frame` (black, dark or one colour). ``crop_scales`` are the crop sides as
     fractions of the short side (RetinaFace's :data:`CROP_SCALES` by default); scales above 1 zoom
-    out (see :func:`random_square_crop`), as SCRFD's 0.3–2.0 range does. Faces smaller than
-    ``min_face`` pixels (either side) at the training size are dropped.
+    out (see :func:`random_square_crop`), as SCRFD's 0.3–2.0 range does. With probability
+    ``degrade`` the resized image is blurred, made low-resolution, noisy or JPEG-compressed
+    (:func:`degrade`). Faces smaller than ``min_face`` pixels (either side) at the training size
+    are dropped.
     """
 
     def __init__(
@@ -257,11 +283,12 @@ class TrainAugment:
         whole_image: float = 0.0,
         blank: float = 0.0,
         crop_scales: Sequence[float] = CROP_SCALES,
+        degrade: float = 0.0,
     ) -> None:
         if image_size < 32:
             raise ValueError(f"image_size must be at least 32 pixels, got {image_size}")
         crop_scales = check_crop_scales(crop_scales)
-        for name, probability in (("whole_image", whole_image), ("blank", blank)):
+        for name, probability in (("whole_image", whole_image), ("blank", blank), ("degrade", degrade)):
             if not 0.0 <= probability <= 1.0:
                 raise ValueError(f"{name} is a probability in [0, 1], got {probability}")
         self.image_size = image_size
@@ -273,6 +300,7 @@ class TrainAugment:
         self.whole_image = whole_image
         self.blank = blank
         self.crop_scales = crop_scales
+        self.degrade = degrade
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         # no draw at probability 0, so runs without blank frames or whole images keep their random streams
@@ -287,6 +315,8 @@ class TrainAugment:
             sample = horizontal_flip(sample)
         sample = pad_to_square(sample)
         sample = resize(sample, self.image_size, int(rng.choice(INTERPOLATIONS)))
+        if self.degrade > 0 and rng.random() < self.degrade:
+            sample = degrade(sample, rng)
         sizes = sample.boxes[:, 2:] - sample.boxes[:, :2]
         return sample.with_faces((sizes >= self.min_face).all(axis=1))
 
