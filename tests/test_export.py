@@ -135,8 +135,9 @@ class _SamePool(torch.nn.Module):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("size", [(15, 20), (17, 33), (8, 9), (30, 40), (1, 1), (1, 6), (5, 2)])
 def test_exported_same_pool_keeps_the_alignment_of_every_size(tmp_path, size):
-    """The pool's padding comes from the traced size; ONNX integer division truncates where
-    Python floors, so only non-negative arithmetic on sizes may be recorded."""
+    """The exported pool (``MaxPool`` SAME_UPPER, then a ``Max`` that puts the zero padding back
+    on the border rows / columns read from the traced sizes) equals the eager pool at even, odd
+    and one-pixel sizes; mostly negative inputs make the padding's zeros count."""
     import onnxruntime
 
     path = tmp_path / "pool.onnx"
