@@ -9,6 +9,7 @@ measured in a fresh process per candidate (largest resident set minus the set af
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -205,8 +206,10 @@ def _registry_sha256(arch: str) -> str:
     return cfg.sha256
 
 
+@functools.cache
 def _source_digest() -> str:
-    """sha256 over featherface's own Python files: the code that writes an export."""
+    """sha256 over featherface's own Python files: the code that writes an export (read once per
+    process)."""
     root = Path(__file__).parent
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):

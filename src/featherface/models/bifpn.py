@@ -22,13 +22,20 @@ def _pool_with_leading_pad(x: torch.Tensor, top: int, left: int) -> torch.Tensor
     return F.max_pool2d(F.pad(x, (left, right, top, bottom)), 3, 2)
 
 
-def _pool_zero_padded_borders(x: torch.Tensor) -> torch.Tensor:
-    """:func:`max_pool_same` without materialising the padded copy: pool with PyTorch's implicit
-    padding (which no window takes a maximum from), then raise to 0 the border rows / columns
-    whose windows hold one of the "same" padding's zeros: always the last, the first for an odd
-    size. ``max(window ∪ {0}) = max(max(window), 0)``."""
+def _pool_same_windows(x: torch.Tensor) -> torch.Tensor:
+    """3×3 stride-2 max pool over the windows of TensorFlow "same" padding (one leading row /
+    column for odd sizes), the padding itself ignored (PyTorch's implicit padding, which no window
+    takes a maximum from): ONNX ``MaxPool`` with ``auto_pad="SAME_UPPER"``."""
     height, width = x.shape[-2:]
-    pooled = F.max_pool2d(x, 3, 2, padding=(height % 2, width % 2), ceil_mode=True)
+    return F.max_pool2d(x, 3, 2, padding=(height % 2, width % 2), ceil_mode=True)
+
+
+def _pool_zero_padded_borders(x: torch.Tensor) -> torch.Tensor:
+    """:func:`max_pool_same` without materialising the padded copy: :func:`_pool_same_windows`,
+    then raise to 0 the border rows / columns whose windows hold one of the "same" padding's
+    zeros: always the last, the first for an odd size. ``max(window ∪ {0}) = max(max(window), 0)``."""
+    height, width = x.shape[-2:]
+    pooled = _pool_same_windows(x)
     pooled[..., -1, :].clamp_(min=0)
     pooled[..., -1].clamp_(min=0)
     if height % 2:
@@ -39,15 +46,13 @@ def _pool_zero_padded_borders(x: torch.Tensor) -> torch.Tensor:
 
 
 class _SameUpperMaxPool(torch.autograd.Function):
-    """3×3 stride-2 max pool whose windows start where TensorFlow "same" padding puts them
-    (one leading row / column for odd sizes), padding ignored: ONNX ``MaxPool`` with
-    ``auto_pad="SAME_UPPER"``. The ONNX node keeps no size arithmetic, so ONNX Runtime can run
-    it in its blocked channel layout straight from the conv before it."""
+    """:func:`_pool_same_windows` recorded as one ONNX ``MaxPool`` with ``auto_pad="SAME_UPPER"``:
+    the node keeps no size arithmetic, so ONNX Runtime can run it in its blocked channel layout
+    straight from the conv before it."""
 
     @staticmethod
     def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        return F.max_pool2d(x, 3, 2, padding=(height % 2, width % 2), ceil_mode=True)
+        return _pool_same_windows(x)
 
     @staticmethod
     def symbolic(g: torch.Graph, x: torch.Value) -> torch.Value:

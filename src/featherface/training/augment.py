@@ -303,7 +303,7 @@ class TrainAugment:
         self.degrade = degrade
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        # no draw at probability 0, so runs without blank frames or whole images keep their random streams
+        # no draw at probability 0: runs without blank frames, whole images or degradations keep their streams
         if self.blank > 0 and rng.random() < self.blank:
             return blank_frame(sample, self.image_size, rng)
         whole = self.whole_image > 0 and rng.random() < self.whole_image
