@@ -306,6 +306,54 @@ def test_balanced_kd_class_loss_adds_foreground_and_background_means():
         DetectionObjective(kd_cls_norm="pixels")
 
 
+def test_false_positive_kd_class_loss_averages_the_students_false_positives_apart():
+    # priors: teacher face, student false positive, background, background, both face
+    student = torch.tensor([[[0.0, 0.0], [0.0, 3.0], [1.0, 0.0], [2.0, 0.5], [0.0, 2.0]]])
+    teacher = torch.tensor([[[0.0, 2.0], [4.0, 0.0], [3.0, 0.0], [2.0, 0.0], [0.0, 5.0]]])
+    per_prior = F.kl_div(
+        F.log_softmax(student[0], -1), F.log_softmax(teacher[0], -1), reduction="none", log_target=True
+    ).sum(-1)
+    foreground = torch.tensor([[True, False, False, False, True]])
+    student_faces = torch.tensor([[False, True, False, False, True]])
+    expected = per_prior[[0, 4]].mean() + per_prior[1] + per_prior[2:4].mean()
+    got = kd_class_loss(student, teacher, 1.0, foreground, student_faces)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    # no false positive in the batch: the balanced loss
+    none = torch.zeros_like(foreground)
+    assert kd_class_loss(student, teacher, 1.0, foreground, none).item() == pytest.approx(
+        kd_class_loss(student, teacher, 1.0, foreground).item(), rel=1e-6
+    )
+    with pytest.raises(ValueError, match="foreground"):
+        kd_class_loss(student, teacher, 1.0, None, student_faces)
+    # the objective finds both masks at its confidence threshold (the student's scores detached)
+    objective = DetectionObjective(kd_cls_norm="false_positives", temperature=1.0)
+    targets = EncodedTargets(
+        torch.zeros(1, 5, dtype=torch.long),
+        torch.zeros(1, 5, 4),
+        torch.zeros(1, 5, 10),
+        torch.ones(1, 5, dtype=torch.bool),
+    )
+    logits = student.clone().requires_grad_()
+    terms = objective(
+        (torch.zeros(1, 5, 4), logits, torch.zeros(1, 5, 10)),
+        targets,
+        (torch.zeros(1, 5, 4), teacher, torch.zeros(1, 5, 10)),
+    )
+    assert terms["kd_cls"].item() == pytest.approx(expected.item(), rel=1e-6)
+    terms["kd_cls"].backward()
+    # the lone false positive's gradient is a whole mean's, not a fifth of the background's
+    alone = torch.autograd.grad(
+        F.kl_div(
+            F.log_softmax(logits[0, 1], -1),
+            F.log_softmax(teacher[0, 1], -1),
+            reduction="sum",
+            log_target=True,
+        ),
+        logits,
+    )[0]
+    assert torch.allclose(logits.grad[0, 1], alone[0, 1], atol=1e-6)
+
+
 def test_kd_regression_only_on_confident_priors():
     student = torch.zeros(1, 3, 4)
     teacher = torch.tensor([[[1.0, 1, 1, 1], [5.0, 5, 5, 5], [0.5, 0, 0, 0]]])

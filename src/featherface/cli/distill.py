@@ -66,7 +66,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--kd-cls-norm",
         choices=KD_CLS_NORMS,
         default="priors",
-        help="class KD: one mean over all priors, or foreground and background means added (priors)",
+        help="class KD: one mean over all priors; foreground and background means added (balanced); "
+        "or balanced with the student's false positives as a third mean (false_positives) (priors)",
     )
     parser.add_argument(
         "--pseudo-label-threshold",

@@ -7,7 +7,7 @@ Terms (each a scalar, logged under its name):
   by the positives.
 - ``landm``: smooth-L1 on encoded landmarks of positives whose face has landmarks, divided by them.
 - ``kd_cls``: KL(teacher ‖ student) of class distributions softened by ``T``, times ``T²``, mean
-  over priors.
+  over priors, or the sum of separate means over groups of priors (see :func:`kd_class_loss`).
 - ``kd_box`` / ``kd_landm``: smooth-L1 between student and teacher regression outputs on the
   priors the teacher scores at least ``teacher_conf_threshold``, divided by their number.
 - ``kd_feat``: mean squared error between the student's neck features through 1×1 adapters and
@@ -144,7 +144,7 @@ def multibox_loss(
     return {"loc": loc_loss, "cls": cls_loss, "landm": landm_loss}
 
 
-KD_CLS_NORMS = ("priors", "balanced")
+KD_CLS_NORMS = ("priors", "balanced", "false_positives")
 
 
 def kd_class_loss(
@@ -152,21 +152,30 @@ def kd_class_loss(
     teacher_logits: torch.Tensor,
     temperature: float,
     foreground: torch.Tensor | None = None,
+    false_positives: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``T² · KL(softmax(t/T) ‖ softmax(s/T))`` summed over classes, averaged over positions.
 
     With a ``foreground`` mask (e.g. the teacher-confident priors) the average is taken over the
     foreground and the background separately and the two means are added, so the few face
-    priors weigh as much as the thousands of background ones.
+    priors weigh as much as the thousands of background ones. A ``false_positives`` mask (e.g.
+    the priors the student scores as faces and the teacher does not) takes its own mean out of
+    the background's, so those few priors weigh as much as the rest of the background too.
+    Masks are ``(B, P)`` bool like the logits' first two dimensions; an empty group adds 0.
     """
     log_student = F.log_softmax(student_logits / temperature, dim=-1)
     log_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
     kl = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=-1)
     if foreground is None:
+        if false_positives is not None:
+            raise ValueError("false_positives are a part of the background: give a foreground mask too")
         return kl.mean() * temperature**2
-    fg = torch.where(foreground, kl, 0.0).sum() / foreground.sum().clamp(min=1)
-    bg = torch.where(foreground, 0.0, kl).sum() / (~foreground).sum().clamp(min=1)
-    return (fg + bg) * temperature**2
+    groups = [foreground]
+    if false_positives is not None:
+        groups.append(false_positives & ~foreground)
+    groups.append(~torch.stack(groups).any(dim=0))
+    means = [torch.where(group, kl, 0.0).sum() / group.sum().clamp(min=1) for group in groups]
+    return torch.stack(means).sum() * temperature**2
 
 
 def kd_regression_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -185,8 +194,10 @@ class DetectionObjective:
 
     ``alpha`` weighs distillation against ground truth and ``temperature`` softens the class
     distributions; both only matter when a teacher output is given. ``kd_cls_norm`` averages the
-    class KL over all priors (``"priors"``) or over the teacher-confident priors and the others
-    separately, adding the two means (``"balanced"``). ``face_balance`` weighs the positive priors
+    class KL over all priors (``"priors"``), over the teacher-confident priors and the others
+    separately, adding the two means (``"balanced"``), or as ``"balanced"`` with a third mean over
+    the student's false positives — priors it scores at least ``teacher_conf_threshold`` that the
+    teacher does not (``"false_positives"``). ``face_balance`` weighs the positive priors
     of the ground-truth terms by their face (:func:`positive_weights`).
     """
 
@@ -220,8 +231,14 @@ class DetectionObjective:
         total = sum(self.weights[k] * terms[k] for k in GT_TERMS)
         if teacher is not None:
             confident = torch.softmax(teacher[1], dim=-1)[..., 1] >= self.teacher_conf_threshold
-            foreground = confident if self.kd_cls_norm == "balanced" else None
-            terms["kd_cls"] = kd_class_loss(student[1], teacher[1], self.temperature, foreground)
+            foreground = confident if self.kd_cls_norm != "priors" else None
+            false_positives = None
+            if self.kd_cls_norm == "false_positives":
+                student_face = torch.softmax(student[1].detach(), dim=-1)[..., 1]
+                false_positives = (student_face >= self.teacher_conf_threshold) & ~confident
+            terms["kd_cls"] = kd_class_loss(
+                student[1], teacher[1], self.temperature, foreground, false_positives
+            )
             terms["kd_box"] = kd_regression_loss(student[0], teacher[0], confident)
             terms["kd_landm"] = kd_regression_loss(student[2], teacher[2], confident)
             if features is not None:
