@@ -13,7 +13,8 @@ For the augmented faces it also matches them to the priors of a training image a
 ``--face-balance`` G, each size bin's share of the positive priors' weight in the ground-truth
 loss (a face with n positive priors weighs n^(1 − G)). With ``--model``, also runs each detector
 on the images at their original size and prints, per size bin and ``--score`` threshold, the
-share of faces it finds (a detection with that score and IoU ≥ 0.5, matched greedily by score).
+share of faces it finds (a detection with that score and IoU ≥ 0.5, matched greedily by score),
+and per threshold its stray detections per image: detections that overlap no labelled face at all.
 Meant for training labels: a size breakdown of validation images would tempt tuning on them.
 """
 
@@ -128,20 +129,32 @@ def found_faces(boxes: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return found
 
 
+def stray_detections(boxes: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """``(N, 4)`` detections, ``(M, 4)`` faces → ``(N,)`` bool: the detection overlaps no face."""
+    if not len(truth):
+        return np.ones(len(boxes), bool)
+    if not len(boxes):
+        return np.zeros(0, bool)
+    return torchvision.ops.box_iou(torch.from_numpy(boxes), torch.from_numpy(truth)).amax(dim=1).numpy() <= 0
+
+
 def recall_by_size(
     detector: FaceDetector, entries: list[ImageLabels], scores: list[float]
-) -> dict[str, list[float | None]]:
+) -> tuple[dict[str, list[float | None]], dict[str, float]]:
     """Per ``score`` threshold, the share of faces found per size bin (original image size; ``None``
-    for a bin without faces)."""
+    for a bin without faces), and the :func:`stray_detections` per image."""
     found = {score: [] for score in scores}
+    stray = dict.fromkeys(scores, 0)
     sides = []
     for entry in entries:
         faces = detector(str(entry.path))
         order = np.argsort(-faces.scores.numpy(), kind="stable")
         boxes, confidences = faces.boxes.numpy()[order], faces.scores.numpy()[order]
         sides.append(face_sides(entry.boxes))
+        strays = stray_detections(boxes, entry.boxes)
         for score in scores:
             found[score].append(found_faces(boxes[confidences >= score], entry.boxes))
+            stray[score] += int((strays & (confidences >= score)).sum())
     bins = np.digitize(np.concatenate(sides), BIN_EDGES) - 1
     result = {}
     for score, hits in found.items():
@@ -150,7 +163,10 @@ def recall_by_size(
             round(float(hits[bins == b].mean()), 4) if (bins == b).any() else None
             for b in range(len(BIN_EDGES))
         ]
-    return result
+    per_image = {
+        f"score>={score:g}": round(count / max(len(entries), 1), 2) for score, count in stray.items()
+    }
+    return result, per_image
 
 
 def _detector(spec: str) -> FaceDetector:
@@ -218,17 +234,24 @@ def main() -> None:
             for g, shares in row.get("loss_weight", {}).items()
         }
         _print_table("training faces", header, weights)
-    recall = {spec: recall_by_size(_detector(spec), entries, args.score) for spec in args.model}
+    measured = {spec: recall_by_size(_detector(spec), entries, args.score) for spec in args.model}
+    recall = {spec: found for spec, (found, _) in measured.items()}
+    stray = {spec: per_image for spec, (_, per_image) in measured.items()}
     for score in args.score if recall else []:
         key = f"score>={score:g}"
         print(f"\nfaces found with score ≥ {score:g} and IoU ≥ 0.5, by size at the original image size:")
         _print_table(
             "model",
             header,
-            {spec: ["–" if r is None else f"{r:.3f}" for r in found[key]] for spec, found in recall.items()},
+            {
+                spec: ["–" if r is None else f"{r:.3f}" for r in found[key]] + [f"{stray[spec][key]:.2f}"]
+                for spec, found in recall.items()
+            },
+            "stray detections / image",
         )
     if args.json:
-        args.json.write_text(json.dumps({"faces": rows, "recall": recall}, indent=2))
+        report = {"faces": rows, "recall": recall, "stray_per_image": stray}
+        args.json.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ def test_face_sizes_counts_original_and_augmented_faces(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "sizes.json").read_text())
     rows, recall = report["faces"], report["recall"]["featherface_v2"]
+    stray = report["stray_per_image"]["featherface_v2"]
     assert list(rows) == ["original", "whole_image=0", "whole_image=1"]
     assert "| whole_image=1 |" in result.stdout and "| featherface_v2 |" in result.stdout
     # bins without faces have no recall; a higher score threshold never finds more faces; faces of
@@ -77,6 +78,7 @@ def test_face_sizes_counts_original_and_augmented_faces(tmp_path):
     pairs = [(a, b) for a, b in zip(recall["score>=0.2"], recall["score>=0.5"]) if a is not None]
     assert all(0.0 <= b <= a <= 1.0 for a, b in pairs)
     assert recall["score>=0.5"][6] > 0.5 and recall["score>=0.2"][1] < 0.5
+    assert 0.0 <= stray["score>=0.5"] <= stray["score>=0.2"] and "stray detections / image" in result.stdout
 
     # the original row from the label file itself: sides sqrt(w·h), bins [0, 4, 8, 12, 16, 24, 32, 64, ∞)
     labels = read_retinaface_labels(label_file)[::80]
@@ -150,6 +152,16 @@ def test_found_faces_matches_each_detection_to_the_best_unmatched_face():
     assert found_faces(detections, truth).tolist() == [True, False, False]
     assert found_faces(detections[1:], truth).tolist() == [True, False, False]
     assert found_faces(detections[:0], truth).tolist() == [False, False, False]
+
+
+def test_stray_detections_overlap_no_face():
+    stray_detections = _face_sizes_recipe().stray_detections
+    truth = np.array([[0, 0, 10, 10], [100, 100, 120, 120]], np.float32)
+    # overlapping a face a little is not stray; touching its edge (zero area) or lying apart is
+    detections = np.array([[9, 9, 30, 30], [10, 0, 20, 10], [50, 50, 60, 60], [0, 0, 10, 10]], np.float32)
+    assert stray_detections(detections, truth).tolist() == [False, True, True, False]
+    assert stray_detections(detections, truth[:0]).tolist() == [True] * 4
+    assert stray_detections(detections[:0], truth).tolist() == []
 
 
 def test_average_weights_of_two_runs_loads_and_detects(tmp_path):
