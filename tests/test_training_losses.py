@@ -352,6 +352,21 @@ def test_false_positive_kd_class_loss_averages_the_students_false_positives_apar
         logits,
     )[0]
     assert torch.allclose(logits.grad[0, 1], alone[0, 1], atol=1e-6)
+    # a prior matched to a labelled face is never a false positive: there it is background again
+    labelled = EncodedTargets(
+        torch.tensor([[0, 1, 0, 0, 0]]),
+        torch.zeros(1, 5, 4),
+        torch.zeros(1, 5, 10),
+        torch.ones(1, 5, dtype=torch.bool),
+    )
+    terms = objective(
+        (torch.zeros(1, 5, 4), student, torch.zeros(1, 5, 10)),
+        labelled,
+        (torch.zeros(1, 5, 4), teacher, torch.zeros(1, 5, 10)),
+    )
+    assert terms["kd_cls"].item() == pytest.approx(
+        kd_class_loss(student, teacher, 1.0, foreground).item(), rel=1e-6
+    )
 
 
 def test_kd_regression_only_on_confident_priors():

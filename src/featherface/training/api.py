@@ -116,8 +116,9 @@ def distill(
     teacher's detections scoring ≥ ``pseudo_label_threshold`` as ground truth. Teacher and
     student must share the prior layout. ``kd_cls_norm="balanced"`` averages the class KL over the
     teacher-confident priors and over the others separately and adds the two means, instead of one
-    mean over all priors; ``"false_positives"`` adds a third mean, over the priors the student
-    scores ≥ ``teacher_conf_threshold`` and the teacher does not, taken out of the background's.
+    mean over all priors; ``"false_positives"`` adds a third mean, over the priors matched to no
+    labelled face that the student scores ≥ ``teacher_conf_threshold`` and the teacher does not,
+    taken out of the background's.
 
     Other arguments as in :func:`train`; ``loss_weights`` also names ``kd_cls``, ``kd_box``,
     ``kd_landm`` and ``kd_feat``.

@@ -196,8 +196,10 @@ class DetectionObjective:
     distributions; both only matter when a teacher output is given. ``kd_cls_norm`` averages the
     class KL over all priors (``"priors"``), over the teacher-confident priors and the others
     separately, adding the two means (``"balanced"``), or as ``"balanced"`` with a third mean over
-    the student's false positives — priors it scores at least ``teacher_conf_threshold`` that the
-    teacher does not (``"false_positives"``). ``face_balance`` weighs the positive priors
+    the student's false positives — background priors of the ground truth that the student scores
+    at least ``teacher_conf_threshold`` and the teacher does not (``"false_positives"``; a prior
+    matched to a labelled face is never one, even where the teacher misses the face).
+    ``face_balance`` weighs the positive priors
     of the ground-truth terms by their face (:func:`positive_weights`).
     """
 
@@ -235,7 +237,8 @@ class DetectionObjective:
             false_positives = None
             if self.kd_cls_norm == "false_positives":
                 student_face = torch.softmax(student[1].detach(), dim=-1)[..., 1]
-                false_positives = (student_face >= self.teacher_conf_threshold) & ~confident
+                background = targets.labels == 0
+                false_positives = (student_face >= self.teacher_conf_threshold) & ~confident & background
             terms["kd_cls"] = kd_class_loss(
                 student[1], teacher[1], self.temperature, foreground, false_positives
             )
