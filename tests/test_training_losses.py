@@ -275,31 +275,48 @@ def test_kd_class_loss_at_temperature_one_is_plain_kl():
     assert kd_class_loss(teacher, teacher, 4.0).item() == pytest.approx(0.0, abs=1e-7)
 
 
+def _per_prior_kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """KL(teacher ‖ student) of each prior of a one-image ``(1, P, 2)`` pair, at temperature 1."""
+    return F.kl_div(
+        F.log_softmax(student[0], -1), F.log_softmax(teacher[0], -1), reduction="none", log_target=True
+    ).sum(-1)
+
+
+def _kd_cls_term(
+    objective: DetectionObjective,
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    labels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The objective's ``kd_cls`` for class logits ``(1, P, 2)``, zero boxes and landmarks and
+    ground-truth ``labels (1, P)`` (all background by default)."""
+    priors = student.shape[1]
+    targets = EncodedTargets(
+        torch.zeros(1, priors, dtype=torch.long) if labels is None else labels,
+        torch.zeros(1, priors, 4),
+        torch.zeros(1, priors, 10),
+        torch.ones(1, priors, dtype=torch.bool),
+    )
+    terms = objective(
+        (torch.zeros(1, priors, 4), student, torch.zeros(1, priors, 10)),
+        targets,
+        (torch.zeros(1, priors, 4), teacher, torch.zeros(1, priors, 10)),
+    )
+    return terms["kd_cls"]
+
+
 def test_balanced_kd_class_loss_adds_foreground_and_background_means():
     student = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [0.5, 0.5]]])
     teacher = torch.tensor([[[3.0, 0.0], [0.0, 0.0], [0.0, 5.0], [2.0, 0.0]]])
     foreground = torch.tensor([[False, False, True, True]])
-    per_prior = F.kl_div(
-        F.log_softmax(student[0], -1), F.log_softmax(teacher[0], -1), reduction="none", log_target=True
-    ).sum(-1)
+    per_prior = _per_prior_kl(student, teacher)
     expected = per_prior[2:].mean() + per_prior[:2].mean()
     assert kd_class_loss(student, teacher, 1.0, foreground).item() == pytest.approx(expected.item(), rel=1e-6)
     assert kd_class_loss(student, teacher, 1.0).item() == pytest.approx(per_prior.mean().item(), rel=1e-6)
     # the objective takes the teacher-confident priors as the foreground
     objective = DetectionObjective(kd_cls_norm="balanced", temperature=1.0)
-    targets = EncodedTargets(
-        torch.zeros(1, 4, dtype=torch.long),
-        torch.zeros(1, 4, 4),
-        torch.zeros(1, 4, 10),
-        torch.ones(1, 4, dtype=torch.bool),
-    )
-    terms = objective(
-        (torch.zeros(1, 4, 4), student, torch.zeros(1, 4, 10)),
-        targets,
-        (torch.zeros(1, 4, 4), teacher, torch.zeros(1, 4, 10)),
-    )
     confident = torch.softmax(teacher, -1)[..., 1] >= 0.5
-    assert terms["kd_cls"].item() == pytest.approx(
+    assert _kd_cls_term(objective, student, teacher).item() == pytest.approx(
         kd_class_loss(student, teacher, 1.0, confident).item(), rel=1e-6
     )
     with pytest.raises(ValueError, match="kd_cls_norm"):
@@ -310,9 +327,7 @@ def test_false_positive_kd_class_loss_averages_the_students_false_positives_apar
     # priors: teacher face, student false positive, background, background, both face
     student = torch.tensor([[[0.0, 0.0], [0.0, 3.0], [1.0, 0.0], [2.0, 0.5], [0.0, 2.0]]])
     teacher = torch.tensor([[[0.0, 2.0], [4.0, 0.0], [3.0, 0.0], [2.0, 0.0], [0.0, 5.0]]])
-    per_prior = F.kl_div(
-        F.log_softmax(student[0], -1), F.log_softmax(teacher[0], -1), reduction="none", log_target=True
-    ).sum(-1)
+    per_prior = _per_prior_kl(student, teacher)
     foreground = torch.tensor([[True, False, False, False, True]])
     student_faces = torch.tensor([[False, True, False, False, True]])
     expected = per_prior[[0, 4]].mean() + per_prior[1] + per_prior[2:4].mean()
@@ -327,20 +342,10 @@ def test_false_positive_kd_class_loss_averages_the_students_false_positives_apar
         kd_class_loss(student, teacher, 1.0, None, student_faces)
     # the objective finds both masks at its confidence threshold (the student's scores detached)
     objective = DetectionObjective(kd_cls_norm="false_positives", temperature=1.0)
-    targets = EncodedTargets(
-        torch.zeros(1, 5, dtype=torch.long),
-        torch.zeros(1, 5, 4),
-        torch.zeros(1, 5, 10),
-        torch.ones(1, 5, dtype=torch.bool),
-    )
     logits = student.clone().requires_grad_()
-    terms = objective(
-        (torch.zeros(1, 5, 4), logits, torch.zeros(1, 5, 10)),
-        targets,
-        (torch.zeros(1, 5, 4), teacher, torch.zeros(1, 5, 10)),
-    )
-    assert terms["kd_cls"].item() == pytest.approx(expected.item(), rel=1e-6)
-    terms["kd_cls"].backward()
+    kd_cls = _kd_cls_term(objective, logits, teacher)
+    assert kd_cls.item() == pytest.approx(expected.item(), rel=1e-6)
+    kd_cls.backward()
     # the lone false positive's gradient is a whole mean's, not a fifth of the background's
     alone = torch.autograd.grad(
         F.kl_div(
@@ -353,18 +358,8 @@ def test_false_positive_kd_class_loss_averages_the_students_false_positives_apar
     )[0]
     assert torch.allclose(logits.grad[0, 1], alone[0, 1], atol=1e-6)
     # a prior matched to a labelled face is never a false positive: there it is background again
-    labelled = EncodedTargets(
-        torch.tensor([[0, 1, 0, 0, 0]]),
-        torch.zeros(1, 5, 4),
-        torch.zeros(1, 5, 10),
-        torch.ones(1, 5, dtype=torch.bool),
-    )
-    terms = objective(
-        (torch.zeros(1, 5, 4), student, torch.zeros(1, 5, 10)),
-        labelled,
-        (torch.zeros(1, 5, 4), teacher, torch.zeros(1, 5, 10)),
-    )
-    assert terms["kd_cls"].item() == pytest.approx(
+    labelled = torch.tensor([[0, 1, 0, 0, 0]])
+    assert _kd_cls_term(objective, student, teacher, labelled).item() == pytest.approx(
         kd_class_loss(student, teacher, 1.0, foreground).item(), rel=1e-6
     )
 
