@@ -14,7 +14,9 @@ For the augmented faces it also matches them to the priors of a training image a
 loss (a face with n positive priors weighs n^(1 − G)). With ``--model``, also runs each detector
 on the images at their original size and prints, per size bin and ``--score`` threshold, the
 share of faces it finds (a detection with that score and IoU ≥ 0.5, matched greedily by score),
-and per threshold its stray detections per image: detections that overlap no labelled face at all.
+and per threshold its stray detections per image: detections that overlap no labelled face at all,
+and its average precision over every labelled face (the WIDER FACE protocol's matching, all
+faces scored): how well it fits the labels, recall and precision in one number.
 Meant for training labels: a size breakdown of validation images would tempt tuning on them.
 """
 
@@ -32,7 +34,9 @@ import torchvision
 
 from featherface import FaceDetector
 from featherface.cli.training_options import parse_crop_scales
-from featherface.eval.predict import WIDERFACE_DETECTOR_SETTINGS
+from featherface.eval.predict import WIDERFACE_DETECTOR_SETTINGS, xyxy_to_widerface
+from featherface.eval.widerface import evaluate_widerface
+from featherface.eval.widerface_gt import WiderFaceGT
 from featherface.priors import prior_boxes
 from featherface.training.augment import CROP_SCALES, TrainAugment
 from featherface.training.data import Sample
@@ -138,18 +142,35 @@ def stray_detections(boxes: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return torchvision.ops.box_iou(torch.from_numpy(boxes), torch.from_numpy(truth)).amax(dim=1).numpy() <= 0
 
 
+def labelled_face_ap(detections: list[np.ndarray], entries: list[ImageLabels]) -> float:
+    """Average precision over every labelled face of ``entries`` with WIDER FACE's matching (IoU ≥
+    0.5, 1,000 score thresholds); ``detections`` are one ``(N, 5)`` array of ``x1 y1 x2 y2 score``
+    per entry."""
+    keys = [f"{i}/{entry.path.stem}" for i, entry in enumerate(entries)]
+    truth = tuple(
+        np.concatenate([e.boxes[:, :2], e.boxes[:, 2:] - e.boxes[:, :2]], axis=1).astype(np.float64)
+        for e in entries
+    )
+    every_face = tuple(np.arange(len(boxes)) for boxes in truth)
+    labels = WiderFaceGT(tuple(keys), truth, dict.fromkeys(("easy", "medium", "hard"), every_face))
+    predictions = {key: xyxy_to_widerface(d[:, :4], d[:, 4]) for key, d in zip(keys, detections)}
+    return round(float(evaluate_widerface(predictions, labels)["hard"]), 4)
+
+
 def recall_by_size(
     detector: FaceDetector, entries: list[ImageLabels], scores: list[float]
-) -> tuple[dict[str, list[float | None]], dict[str, float]]:
+) -> tuple[dict[str, list[float | None]], dict[str, float], float]:
     """Per ``score`` threshold, the share of faces found per size bin (original image size; ``None``
-    for a bin without faces), and the :func:`stray_detections` per image."""
+    for a bin without faces), the :func:`stray_detections` per image, and the
+    :func:`labelled_face_ap` of all detections."""
     found = {score: [] for score in scores}
     stray = dict.fromkeys(scores, 0)
-    sides = []
+    sides, detections = [], []
     for entry in entries:
         faces = detector(str(entry.path))
         order = np.argsort(-faces.scores.numpy(), kind="stable")
         boxes, confidences = faces.boxes.numpy()[order], faces.scores.numpy()[order]
+        detections.append(np.concatenate([boxes, confidences[:, None]], axis=1))
         sides.append(face_sides(entry.boxes))
         strays = stray_detections(boxes, entry.boxes)
         for score in scores:
@@ -166,7 +187,7 @@ def recall_by_size(
     per_image = {
         f"score>={score:g}": round(count / max(len(entries), 1), 2) for score, count in stray.items()
     }
-    return result, per_image
+    return result, per_image, labelled_face_ap(detections, entries)
 
 
 def _detector(spec: str) -> FaceDetector:
@@ -235,8 +256,9 @@ def main() -> None:
         }
         _print_table("training faces", header, weights)
     measured = {spec: recall_by_size(_detector(spec), entries, args.score) for spec in args.model}
-    recall = {spec: found for spec, (found, _) in measured.items()}
-    stray = {spec: per_image for spec, (_, per_image) in measured.items()}
+    recall = {spec: found for spec, (found, _, _) in measured.items()}
+    stray = {spec: per_image for spec, (_, per_image, _) in measured.items()}
+    average_precision = {spec: ap for spec, (_, _, ap) in measured.items()}
     for score in args.score if recall else []:
         key = f"score>={score:g}"
         print(f"\nfaces found with score ≥ {score:g} and IoU ≥ 0.5, by size at the original image size:")
@@ -249,8 +271,12 @@ def main() -> None:
             },
             "stray detections / image",
         )
+    if average_precision:
+        print("\naverage precision over every labelled face (WIDER FACE matching, IoU ≥ 0.5):")
+        for spec, ap in average_precision.items():
+            print(f"  {spec}: {ap:.4f}")
     if args.json:
-        report = {"faces": rows, "recall": recall, "stray_per_image": stray}
+        report = {"faces": rows, "recall": recall, "stray_per_image": stray, "ap": average_precision}
         args.json.write_text(json.dumps(report, indent=2))
 
 

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from itertools import pairwise
+from pathlib import Path
 from types import ModuleType
 
 import cv2
@@ -79,6 +80,7 @@ def test_face_sizes_counts_original_and_augmented_faces(tmp_path):
     assert all(0.0 <= b <= a <= 1.0 for a, b in pairs)
     assert recall["score>=0.5"][6] > 0.5 and recall["score>=0.2"][1] < 0.5
     assert 0.0 <= stray["score>=0.5"] <= stray["score>=0.2"] and "stray detections / image" in result.stdout
+    assert 0.0 < report["ap"]["featherface_v2"] < 1.0 and "every labelled face" in result.stdout
 
     # the original row from the label file itself: sides sqrt(w·h), bins [0, 4, 8, 12, 16, 24, 32, 64, ∞)
     labels = read_retinaface_labels(label_file)[::80]
@@ -162,6 +164,26 @@ def test_stray_detections_overlap_no_face():
     assert stray_detections(detections, truth).tolist() == [False, True, True, False]
     assert stray_detections(detections, truth[:0]).tolist() == [True] * 4
     assert stray_detections(detections[:0], truth).tolist() == []
+
+
+def test_labelled_face_ap_ranks_a_stray_detection_among_the_faces():
+    recipe = _face_sizes_recipe()
+    faces = [np.array([[0, 0, 20, 20], [40, 0, 60, 20]], np.float32), np.zeros((0, 4), np.float32)]
+    entries = [
+        recipe.ImageLabels(
+            Path(f"event/img{i}.jpg"), boxes, np.zeros((len(boxes), 5, 2)), np.zeros(len(boxes), bool)
+        )
+        for i, boxes in enumerate(faces)
+    ]
+    found = np.array([[0, 0, 19, 19, 0.8], [40, 0, 59, 19, 0.7]])
+    assert recipe.labelled_face_ap([found, np.zeros((0, 5))], entries) == 1.0
+    # a stray scored above both faces: precision 1/2 at recall 1/2, 2/3 at recall 1; the
+    # interpolated curve is 2/3 throughout
+    stray = np.array([[100, 100, 119, 119, 0.9]])
+    assert recipe.labelled_face_ap([np.concatenate([stray, found]), np.zeros((0, 5))], entries) == 0.6667
+    # on an image without faces it costs nothing (the protocol skips images without faces)
+    assert recipe.labelled_face_ap([found, stray], entries) == 1.0
+    assert recipe.labelled_face_ap([found[:1], np.zeros((0, 5))], entries) == 0.5
 
 
 def test_average_weights_of_two_runs_loads_and_detects(tmp_path):
