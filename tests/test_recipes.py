@@ -245,3 +245,43 @@ def test_face_sizes_with_zoom_out_crops_counts_smaller_faces():
     assert zoomed["faces_per_image"] > retina["faces_per_image"]
     small = slice(0, 3)  # faces under 12 px
     assert sum(zoomed["shares"][small]) > sum(retina["shares"][small]) + 0.2
+
+
+def test_ap_by_event_splits_the_reference_score_of_the_original_v1_predictions(tmp_path):
+    """The original V1 pipeline's subset200 predictions: all ten events scored together give the
+    reference evaluator's AP; each event alone and a one-event group agree."""
+    gt = shared_path("data", "wider_val_subset200", "gt")
+    predictions = shared_path("golden", "wider_subset200_v1_predictions")
+    command = [sys.executable, str(REPO / "recipes" / "ap_by_event.py"), "--gt", str(gt)]
+    command += ["--predictions", f"original={predictions}", "--predictions", f"again={predictions}"]
+    result = subprocess.run(
+        [*command, "--group", ",".join(map(str, range(10))), "--json", str(tmp_path / "all.json")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "all.json").read_text())
+    assert list(report["groups"]) == ["events 0,1,2,3,4,5,6,7,8,9"]  # no other events
+    together = report["groups"]["events 0,1,2,3,4,5,6,7,8,9"]["original"]
+    assert [together[s] for s in ("easy", "medium", "hard")] == [0.7428, 0.6292, 0.3348]
+    assert together["hard_faces"] == 3477
+    assert list(report["events"]) == [str(e) for e in range(10)]
+    assert sum(scores["original"]["hard_faces"] for scores in report["events"].values()) == 3477
+    assert all(scores["original"] == scores["again"] for scores in report["events"].values())
+    assert "| again / original |" in result.stdout and "original: 0.7428 / 0.6292 / 0.3348" in result.stdout
+
+    result = subprocess.run(
+        [*command, "--group", "3", "--json", str(tmp_path / "three.json")], capture_output=True, text=True
+    )
+    groups = json.loads((tmp_path / "three.json").read_text())["groups"]
+    assert groups["events 3"]["original"] == report["events"]["3"]["original"]
+    assert (
+        groups["other events"]["original"]["hard_faces"]
+        == 3477 - groups["events 3"]["original"]["hard_faces"]
+    )
+
+    bad = subprocess.run([*command, "--group", "parade"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--group takes event numbers" in bad.stderr
+    bad = subprocess.run([*command[:-2], "--predictions", str(predictions)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "expected NAME=PRED_DIR" in bad.stderr
