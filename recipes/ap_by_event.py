@@ -27,9 +27,7 @@ import numpy as np
 
 from featherface.eval.widerface import evaluate_widerface
 from featherface.eval.widerface_files import read_widerface_predictions
-from featherface.eval.widerface_gt import WiderFaceGT, load_widerface_gt
-
-SETTINGS = ("easy", "medium", "hard")
+from featherface.eval.widerface_gt import SETTINGS, WiderFaceGT, load_widerface_gt
 
 
 def event_of(image: str) -> int:

@@ -36,7 +36,7 @@ from featherface import FaceDetector
 from featherface.cli.training_options import parse_crop_scales
 from featherface.eval.predict import WIDERFACE_DETECTOR_SETTINGS, xyxy_to_widerface
 from featherface.eval.widerface import evaluate_widerface
-from featherface.eval.widerface_gt import WiderFaceGT
+from featherface.eval.widerface_gt import SETTINGS, WiderFaceGT
 from featherface.priors import prior_boxes
 from featherface.training.augment import CROP_SCALES, TrainAugment
 from featherface.training.data import Sample
@@ -152,7 +152,7 @@ def labelled_face_ap(detections: list[np.ndarray], entries: list[ImageLabels]) -
         for e in entries
     )
     every_face = tuple(np.arange(len(boxes)) for boxes in truth)
-    labels = WiderFaceGT(tuple(keys), truth, dict.fromkeys(("easy", "medium", "hard"), every_face))
+    labels = WiderFaceGT(tuple(keys), truth, dict.fromkeys(SETTINGS, every_face))
     predictions = {key: xyxy_to_widerface(d[:, :4], d[:, 4]) for key, d in zip(keys, detections)}
     return round(float(evaluate_widerface(predictions, labels)["hard"]), 4)
 
