@@ -89,12 +89,6 @@ def v1_models() -> dict[str, nn.Module]:
     }
 
 
-def prepare(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    """BGR photo → ``(1, 3, H, W)`` float input, mean (104, 117, 123) subtracted."""
-    resized = cv2.resize(image, (size[1], size[0])).astype(np.float32) - np.float32([104, 117, 123])
-    return torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)[None]))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
@@ -107,17 +101,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     image, rows = cv2.imread(str(IMAGE)), []
     for size in bench.DEFAULT_SIZES:
-        x, models = prepare(image, size), v1_models()  # fresh models per size, as latency.py builds them
+        x = torch.from_numpy(bench.bgr_minus_mean(image, size))
+        models = v1_models()  # fresh models per size, as latency.py builds them
         with torch.inference_mode():
             shapes = {tuple(t.shape for t in model(x)) for model in models.values()}
             if len(shapes) != 1:
                 raise RuntimeError(f"the models disagree on output shapes: {shapes}")
             runners = [lambda model=model, x=x: model(x) for model in models.values()]
             times = bench.time_interleaved(runners, args.runs, args.warmup)
-        medians = {name: float(np.median(t)) for name, t in zip(models, times)}
-        for name, median in medians.items():
+        for name, t in zip(models, times):
+            median = float(np.median(t))
             rows.append({"model": name, "height": size[0], "width": size[1], "median_ms": median})
-    print(f"threads {args.threads}, runs {args.runs}, {bench.machine_info()['cpu']}")
+    machine = bench.machine_info()
+    print(f"threads {args.threads}, runs {args.runs}, {machine['cpu']}")
     print("| model | input | median ms | original-style / this |")
     print("|---|---|---:|---:|")
     for row in rows:
@@ -128,7 +124,7 @@ def main() -> None:
         print(f"| {row['model']} | {size} | {median:.1f} | {original / median:.2f}× |")
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
-    report = {"machine": bench.machine_info(), "threads": args.threads, "runs": args.runs, "rows": rows}
+    report = {"machine": machine, "threads": args.threads, "runs": args.runs, "rows": rows}
     path.write_text(json.dumps(report, indent=2))
     print(f"wrote {path}")
 

@@ -105,7 +105,9 @@ def machine_info() -> dict[str, str | int]:
     return info
 
 
-def _bgr_minus_mean(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def bgr_minus_mean(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """BGR photo → ``(1, 3, H, W)`` float32 input for ``size`` ``(H, W)``, mean (104, 117, 123)
+    subtracted: FeatherFace's and RetinaFace's convention."""
     resized = cv2.resize(image, (size[1], size[0])).astype(np.float32)
     return np.ascontiguousarray((resized - np.float32([104, 117, 123])).transpose(2, 0, 1)[None])
 
@@ -131,7 +133,7 @@ def _torch_runner(model_factory: Callable[[], torch.nn.Module]):
     def build(image: np.ndarray, size: tuple[int, int], threads: int) -> Runner:
         torch.set_num_threads(threads)
         model = model_factory()
-        x = torch.from_numpy(_bgr_minus_mean(image, size))
+        x = torch.from_numpy(bgr_minus_mean(image, size))
 
         def run() -> object:
             with torch.inference_mode():
@@ -184,7 +186,7 @@ def peer_candidates(peers_dir: str | os.PathLike) -> list[Candidate]:
             Candidate("YuNet-n", "onnxruntime", _ort_runner(found["YuNet-n"], prepare), "pad to ×32")
         )
     if "RetinaFace-mnet0.25" in found:
-        build = _ort_runner(found["RetinaFace-mnet0.25"], _bgr_minus_mean)
+        build = _ort_runner(found["RetinaFace-mnet0.25"], bgr_minus_mean)
         candidates.append(Candidate("RetinaFace-mnet0.25", "onnxruntime", build))
     if "SCRFD-0.5GF" in found:
         candidates.append(
@@ -282,7 +284,7 @@ def featherface_candidates(
             "fast DCN, fused, channels-last",
         ),
         Candidate(
-            "FeatherFace-V1 fast", "onnxruntime", _ort_runner(paths["v1"], _bgr_minus_mean), export_note
+            "FeatherFace-V1 fast", "onnxruntime", _ort_runner(paths["v1"], bgr_minus_mean), export_note
         ),
         Candidate(
             "FeatherFace-V1 fast",
@@ -297,7 +299,7 @@ def featherface_candidates(
             _torch_runner(lambda: compile_model(v2().fuse())),
             "as eager, compiled for the input size",
         ),
-        Candidate("FeatherFace-V2", "onnxruntime", _ort_runner(paths["v2"], _bgr_minus_mean), export_note),
+        Candidate("FeatherFace-V2", "onnxruntime", _ort_runner(paths["v2"], bgr_minus_mean), export_note),
     ]
     return [c for c in candidates if compiled or c.backend != COMPILED]
 
